@@ -1,0 +1,213 @@
+"""Quick-look figure of a canonical shower file (streamed, HEP style via mplhep)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import mplhep as hep  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
+
+from calofast import io  # noqa: E402
+from calofast.geometry import AtlasEMBarrel, get_geometry  # noqa: E402
+
+
+def quicklook_stats(path: str | os.PathLike, max_showers: int = 5000, chunk_size: int | None = None) -> dict[str, Any]:
+    """Accumulate the quick-look quantities over the first ``max_showers`` showers."""
+    with io.open_h5(path) as f:
+        attrs = io.check_canonical(f, path)
+    geometry = get_geometry(attrs["geometry"])
+    if chunk_size is None:
+        chunk_size = io.default_chunk_size(geometry.cell_shape)
+    n_seen = 0
+    layer_sum = np.zeros(geometry.n_layers)
+    proj_u: np.ndarray | None = None
+    proj_v: np.ndarray | None = None
+    e_sum: list[np.ndarray] = []
+    e_inc: list[np.ndarray] = []
+    frac_by_energy: dict[float, list] | None = {}
+    example = None
+    for _, chunk in io.iter_chunks(path, chunk_size, ("showers", "energy"), stop=max_showers):
+        s = chunk["showers"].astype(np.float64)
+        n_seen += s.shape[0]
+        layers = geometry.layer_energies(s)
+        layer_sum += layers.sum(axis=0)
+        energy = chunk["energy"].astype(np.float64)
+        values = np.unique(energy)
+        if frac_by_energy is not None and len(set(frac_by_energy) | set(values.tolist())) > 20:
+            frac_by_energy = None  # a continuous spectrum: no per-energy fractions
+        for value in values if frac_by_energy is not None else ():
+            sel = energy == value
+            acc = frac_by_energy.setdefault(float(value), [np.zeros(geometry.n_layers), 0])
+            acc[0] += (layers[sel] / value).sum(axis=0)
+            acc[1] += int(sel.sum())
+        if isinstance(geometry, AtlasEMBarrel):
+            mid = geometry.layer_images(s)["middle"]
+            pu, pv = mid.sum(axis=(0, 2)), mid.sum(axis=(0, 1))
+        else:
+            pu, pv = s.sum(axis=(0, 2, 3)), s.sum(axis=(0, 1, 3))
+        proj_u = pu if proj_u is None else proj_u + pu
+        proj_v = pv if proj_v is None else proj_v + pv
+        e_sum.append(s.reshape(s.shape[0], -1).sum(axis=1))
+        e_inc.append(energy)
+        if example is None:  # the shower closest to the chunk's median energy
+            i = int(np.argmin(np.abs(energy - np.median(energy))))
+            example = (s[i], float(energy[i]))
+    if n_seen == 0:
+        raise io.DataFormatError(f"{path}: no showers to plot")
+    esum = np.concatenate(e_sum)
+    einc = np.concatenate(e_inc)
+    return {
+        "geometry": geometry,
+        "attrs": attrs,
+        "n": n_seen,
+        "mean_layer_energy_mev": layer_sum / n_seen,
+        "proj_u": proj_u / n_seen,
+        "proj_v": proj_v / n_seen,
+        "e_sum": esum,
+        "e_inc": einc,
+        "example": example,
+        # mean per-layer fraction E_layer / E_inc for each discrete incident energy
+        "layer_fraction_by_energy": {e: acc[0] / acc[1] for e, acc in (frac_by_energy or {}).items()},
+    }
+
+
+def response_vs_energy(e_inc: np.ndarray, e_sum: np.ndarray, n_bins: int = 10) -> dict[str, list[float]]:
+    """Mean, spread and error of E_sum/E_inc in bins of E_inc (discrete energies kept apart)."""
+    ratio = e_sum / e_inc
+    values = np.unique(e_inc)
+    if values.size <= 20:
+        groups = [e_inc == v for v in values]
+        centers = values
+    else:
+        edges = np.quantile(e_inc, np.linspace(0, 1, n_bins + 1))
+        idx = np.clip(np.searchsorted(edges, e_inc, side="right") - 1, 0, n_bins - 1)
+        groups = [idx == i for i in range(n_bins)]
+        centers = np.array([e_inc[g].mean() if g.any() else np.nan for g in groups])
+    out: dict[str, list[float]] = {"energy_gev": [], "mean": [], "std": [], "err": [], "n": []}
+    for c, g in zip(centers, groups):
+        if g.sum() < 2:
+            continue
+        r = ratio[g]
+        out["energy_gev"].append(float(c) / 1000.0)
+        out["mean"].append(float(r.mean()))
+        out["std"].append(float(r.std(ddof=1)))
+        out["err"].append(float(r.std(ddof=1) / np.sqrt(g.sum())))
+        out["n"].append(int(g.sum()))
+    return out
+
+
+def plot_quicklook(
+    path: str | os.PathLike,
+    out_png: str | os.PathLike,
+    out_pdf: str | os.PathLike,
+    out_json: str | os.PathLike,
+    dataset: str,
+    max_showers: int = 5000,
+) -> dict[str, Any]:
+    """Write the quick-look figure (PNG and PDF) and its numbers (JSON)."""
+    st = quicklook_stats(path, max_showers)
+    geometry = st["geometry"]
+    resp = response_vs_energy(st["e_inc"], st["e_sum"])
+    hep.style.use("ROOT")
+    plt.rcParams.update({"font.size": 14, "axes.labelsize": 16, "axes.titlesize": 16, "legend.fontsize": 13})
+    fig, axes = plt.subplots(2, 2, figsize=(15, 12))
+    unit = io.ENERGY_UNIT
+    scale = "EM-scale" if geometry.energy_scale == "calibrated" else "visible"
+
+    ax = axes[0, 0]
+    mean_layer = st["mean_layer_energy_mev"]
+    if isinstance(geometry, AtlasEMBarrel) and st["layer_fraction_by_energy"]:
+        by_e = st["layer_fraction_by_energy"]
+        for i, ly in enumerate(geometry.layers):
+            es = sorted(by_e)
+            ax.plot(np.asarray(es) / 1000, [100 * by_e[e][i] for e in es], "o-", label=ly.name)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("$E_{inc}$ [GeV]")
+        ax.set_ylabel("mean $E_{layer} / E_{inc}$ [%]")
+        ax.legend(fontsize=12)
+    else:
+        hep.histplot(mean_layer, bins=np.arange(geometry.n_layers + 1), ax=ax, label="mean")
+        ax.set_yscale("log")
+        ax.set_xlabel("layer")
+        ax.set_ylabel(f"mean {scale} energy per layer [{unit}]")
+    ax.set_title("longitudinal profile")
+
+    ax = axes[0, 1]
+    pu, pv = st["proj_u"], st["proj_v"]
+    names = ("eta", "phi") if isinstance(geometry, AtlasEMBarrel) else ("x", "y")
+    for proj, lab in ((pu, names[0]), (pv, names[1])):
+        centre = (proj.shape[0] - 1) / 2
+        hep.histplot(np.maximum(proj, 1e-12), bins=np.arange(proj.shape[0] + 1) - 0.5 - centre, ax=ax, label=lab)
+    ax.set_yscale("log")
+    ax.set_xlabel("cell offset from window centre" + (" (middle layer)" if names[0] == "eta" else ""))
+    ax.set_ylabel(f"mean energy per cell column [{unit}]")
+    ax.legend(fontsize=14)
+    ax.set_title("lateral profiles")
+
+    ax = axes[1, 0]
+    e = np.asarray(resp["energy_gev"])
+    m = np.asarray(resp["mean"])
+    sd = np.asarray(resp["std"])
+    ax.fill_between(e, m - sd, m + sd, alpha=0.3, step=None, label="±1 std (resolution)")
+    ax.errorbar(e, m, yerr=resp["err"], fmt="o", color="black", label="mean")
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("$E_{inc}$ [GeV]")
+    ax.set_ylabel("$E_{sum} / E_{inc}$")
+    ax.legend(fontsize=14)
+    ax.set_title("response" if geometry.energy_scale == "calibrated" else "sampling fraction")
+
+    ax = axes[1, 1]
+    shower, e0 = st["example"]
+    if isinstance(geometry, AtlasEMBarrel):
+        img = geometry.layer_images(shower[None])["middle"][0]
+        xlabel, ylabel = "eta cell (middle layer)", "phi cell"
+    else:
+        img = shower.sum(axis=2)
+        xlabel, ylabel = "x cell", "y cell"
+    pos = img[img > 0]
+    norm = LogNorm(vmin=max(pos.min(), pos.max() * 1e-6), vmax=pos.max()) if pos.size else None
+    im = ax.imshow(np.where(img > 0, img, np.nan).T, origin="lower", norm=norm, cmap="viridis")
+    fig.colorbar(im, ax=ax, label=f"energy [{unit}]")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"example shower, $E_{{inc}}$ = {e0 / 1000:.1f} GeV")
+
+    fig.suptitle(f"{dataset}: {geometry.name}, {st['attrs'].get('particle', '')}, {st['n']} showers")
+    fig.tight_layout()
+    for out in (out_png, out_pdf):
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(out).with_name(f".{Path(out).name}.tmp{Path(out).suffix}")
+        fig.savefig(tmp, dpi=100, metadata={"CreationDate": None} if str(out).endswith(".pdf") else None)
+        os.replace(tmp, out)
+    plt.close(fig)
+
+    numbers = {
+        "dataset": dataset,
+        "geometry": geometry.name,
+        "n_showers": st["n"],
+        "energy_unit": unit,
+        "energy_scale": geometry.energy_scale,
+        "mean_layer_energy_mev": [float(x) for x in mean_layer],
+        "response_vs_energy": resp,
+    }
+    if st["layer_fraction_by_energy"]:
+        numbers["layer_fraction_percent_by_energy_gev"] = {
+            f"{e / 1000:g}": {ly.name: float(100 * v) for ly, v in zip(geometry.layers, fr)}
+            for e, fr in sorted(st["layer_fraction_by_energy"].items())
+        }
+    tmp = Path(out_json).with_name(f".{Path(out_json).name}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(numbers, f, indent=2)
+    os.replace(tmp, out_json)
+    return numbers

@@ -1,0 +1,94 @@
+import math
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+from calofast.geometry import ATLAS_DPHI_MIDDLE, AtlasEMBarrel, get_geometry
+
+
+def test_cell_shapes_and_depths():
+    lcd = get_geometry("lcd_ecal")
+    assert lcd.cell_shape == (51, 51, 25)
+    # CLIC NDM ECAL: 17 x 2.4 mm + 8 x 4.8 mm tungsten = 23 X0
+    assert lcd.layers[-1].t_end_x0 == pytest.approx(23.0, abs=0.5)
+    ild = get_geometry("ild_siw_ecal")
+    assert ild.cell_shape == (30, 30, 30)
+    assert ild.layers[-1].t_end_x0 == pytest.approx(24.0, abs=0.5)
+    atlas = get_geometry("atlas_em_barrel")
+    assert atlas.cell_shape == (266,)
+    assert [ly.n_u * ly.n_v for ly in atlas.layers] == [21, 168, 49, 28]
+    assert [ly.name for ly in atlas.layers] == ["presampler", "front", "middle", "back"]
+
+
+def test_unknown_geometry_names_the_known_ones():
+    with pytest.raises(KeyError, match="unknown geometry 'cms_hgcal'.*atlas_em_barrel"):
+        get_geometry("cms_hgcal")
+
+
+def test_every_cell_belongs_to_exactly_one_layer():
+    for name in ("lcd_ecal", "ild_siw_ecal", "atlas_em_barrel"):
+        g = get_geometry(name)
+        seen = np.zeros(g.n_cells, dtype=int)
+        for ly in g.layers:
+            iu, iv = np.meshgrid(np.arange(ly.n_u), np.arange(ly.n_v), indexing="ij")
+            np.add.at(seen, (ly.base + iu * ly.stride_u + iv * ly.stride_v).ravel(), 1)
+        assert np.all(seen == 1), name
+
+
+def test_atlas_layer_images_and_energies_round_trip():
+    g = get_geometry("atlas_em_barrel")
+    x = np.arange(2 * 266, dtype=float).reshape(2, 266)
+    imgs = g.layer_images(x)
+    assert imgs["front"].shape == (2, 56, 3) and imgs["back"].shape == (2, 4, 7)
+    flat = np.concatenate([imgs[k].reshape(2, -1) for k in ("presampler", "front", "middle", "back")], axis=1)
+    assert_allclose(flat, x)
+    assert_allclose(g.layer_energies(x).sum(axis=1), x.sum(axis=1))
+
+
+def test_atlas_alignment_labels():
+    # middle cells: eta index k = floor(eta / 0.025), phi index m = floor(phi / (2 pi / 256))
+    eta = np.array([0.2001, 0.2260, 0.2001, 0.2499])
+    m = np.array([8, 9, 10, 11])
+    phi = (m + 0.5) * ATLAS_DPHI_MIDDLE
+    a_phi, a_eta = AtlasEMBarrel.alignment_of(eta, phi)
+    assert a_phi.tolist() == [0, 1, 2, 3]
+    assert a_eta.tolist() == [0, 1, 0, 1]
+    place = get_geometry("atlas_em_barrel").place(None, {"eta": eta, "phi": phi}, np.zeros(4))
+    assert place.alignment.tolist() == [0, 3, 4, 7]
+
+
+def test_atlas_windows_are_centred_on_the_impact_cell():
+    g = get_geometry("atlas_em_barrel")
+    rng = np.random.default_rng(0)
+    eta = rng.uniform(0.2, 0.25, 500)
+    phi = rng.uniform(0, 2 * math.pi, 500)
+    p = g.place(rng, {"eta": eta, "phi": phi}, np.zeros(500))
+    ps, front, middle, back = range(4)
+    assert np.all((p.a_u[:, middle] >= 3) & (p.a_u[:, middle] < 4))  # impact cell is the centre
+    assert np.all((p.a_v[:, middle] >= 3) & (p.a_v[:, middle] < 4))
+    assert np.all((p.a_u[:, front] >= 24) & (p.a_u[:, front] < 32))  # 8 strips per middle cell
+    assert np.all((p.a_u[:, ps] >= 3) & (p.a_u[:, ps] < 4))
+    # phi of presampler/front: a 0.1 cell spans 4 middle cells; the alignment says which
+    a_phi = p.alignment // 2
+    assert_allclose(np.floor(4 * (p.a_v[:, front] - 1)), a_phi)
+    a_eta = p.alignment % 2
+    assert np.all(np.where(a_eta == 0, (p.a_u[:, back] >= 2) & (p.a_u[:, back] < 2.5), True))
+    assert np.all(np.where(a_eta == 1, (p.a_u[:, back] >= 1.5) & (p.a_u[:, back] < 2), True))
+    assert_allclose(p.path_factor, np.cosh(eta))
+
+
+def test_grid_placement_entry_and_tilt():
+    g = get_geometry("lcd_ecal")
+    rng = np.random.default_rng(1)
+    n = 200
+    normal = g.place(rng, {"theta": np.full(n, math.pi / 2)}, np.full(n, 8.0))
+    assert np.all((normal.a_u >= 25) & (normal.a_u < 26))
+    assert np.all((normal.a_v >= 25) & (normal.a_v < 26))
+    assert_allclose(normal.a_v, normal.a_v[:, :1] * np.ones((1, 25)))
+    theta = np.full(n, math.radians(60))
+    tilted = g.place(rng, {"theta": theta}, np.full(n, 8.0))
+    z = np.array([ly.z_mid_mm for ly in g.layers])
+    slope = np.polyfit(z, tilted.a_v[0], 1)[0]
+    assert_allclose(slope, 1 / math.tan(math.radians(60)) / 5.1, rtol=1e-9)
+    assert_allclose(tilted.path_factor, 1 / np.sin(theta))

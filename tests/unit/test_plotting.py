@@ -1,0 +1,28 @@
+import json
+
+import numpy as np
+from numpy.testing import assert_allclose
+
+from calofast.plotting import plot_quicklook, response_vs_energy
+
+
+def test_response_vs_energy_on_constructed_values():
+    e = np.repeat([1e3, 1e4, 1e5], 100)
+    ratio = np.repeat([0.5, 0.6, 0.7], 100) + np.tile(np.linspace(-0.01, 0.01, 100), 3)
+    r = response_vs_energy(e, ratio * e)
+    assert_allclose(r["energy_gev"], [1, 10, 100])
+    assert_allclose(r["mean"], [0.5, 0.6, 0.7])
+    assert r["n"] == [100, 100, 100]
+    cont = response_vs_energy(np.linspace(1e3, 1e5, 1000), np.linspace(1e3, 1e5, 1000) * 0.02, n_bins=10)
+    assert len(cont["mean"]) == 10 and np.allclose(cont["mean"], 0.02)
+
+
+def test_quicklook_files(shower_files, tmp_path):
+    for name, path in shower_files.items():
+        out = tmp_path / name
+        numbers = plot_quicklook(path, out / "q.png", out / "q.pdf", out / "q.json", dataset=name, max_showers=50)
+        assert (out / "q.png").stat().st_size > 10_000 and (out / "q.pdf").stat().st_size > 5_000
+        assert json.loads((out / "q.json").read_text()) == json.loads(json.dumps(numbers))
+        assert numbers["n_showers"] == min(50, {"lcd_ele": 40, "atlas_photon": 90, "ild_photon": 30}[name])
+    fractions = numbers = json.loads((tmp_path / "atlas_photon" / "q.json").read_text())
+    assert set(fractions["layer_fraction_percent_by_energy_gev"]) == {"1.024", "65.536", "262.144"}

@@ -1,0 +1,16 @@
+"""Snakemake adapter: stream a canonical dataset through one preprocessing."""
+
+from calofast.logs import job_log
+from calofast.preprocess import run_preprocessing
+
+with job_log(snakemake.log[0]):
+    out = snakemake.output
+    run_preprocessing(
+        snakemake.input.h5,
+        {"train": out.train, "validation": out.validation, "test": out.test},
+        out.transforms,
+        snakemake.params.prep,
+        snakemake.params.split,
+        repo=snakemake.scriptdir,
+        storage=snakemake.params.storage,
+    )

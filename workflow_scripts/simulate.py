@@ -1,0 +1,15 @@
+"""Snakemake adapter: simulate a synthetic dataset into data/{dataset}/showers.h5."""
+
+from calofast.datasets import simulate_dataset
+from calofast.logs import job_log
+
+# The guard keeps worker processes (spawned, they re-import this file) from rerunning the job.
+if __name__ == "__main__":
+    with job_log(snakemake.log[0]):
+        simulate_dataset(
+            snakemake.params.dataset,
+            snakemake.output.h5,
+            workers=snakemake.threads,
+            repo=snakemake.scriptdir,
+            storage=snakemake.params.storage,
+        )
