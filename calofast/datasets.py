@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from calofast import io
 from calofast.geometry import Geometry, get_geometry
+from calofast.logs import progress as progress_bar
 from calofast.provenance import provenance
 from calofast.simulator import simulate
 
@@ -152,7 +152,7 @@ def simulate_dataset(
     keys = dataset_keys(ds, geometry)
     prov = provenance(ds, seed=int(ds["seed"]), repo=repo, extra={"source": "synthetic"})
     n_blocks = math.ceil(n_total / RNG_BLOCK)
-    bar = tqdm(total=n_total, unit="shower", desc=f"simulate {geometry.name}", disable=not progress)
+    bar = progress_bar(n_total, f"simulate {geometry.name}", progress)
     with io.ShowerWriter(
         out_path,
         geometry.cell_shape,
@@ -167,6 +167,17 @@ def simulate_dataset(
         writer.commit()
     bar.close()
     return Path(out_path)
+
+
+def _check_per_shower(src: Path, key: str, dataset) -> None:
+    """Angles must be finite; ATLAS alignment labels in 0..7 (checked in chunks)."""
+    for lo in range(0, dataset.shape[0], 1 << 20):
+        values = np.asarray(dataset[lo : lo + (1 << 20)]).reshape(-1)
+        bad = ~np.isfinite(values) if key != "alignment" else (values < 0) | (values > 7)
+        if bad.any():
+            row = lo + int(np.flatnonzero(bad)[0])
+            what = "labels must be 0..7" if key == "alignment" else "values must be finite"
+            raise io.DataFormatError(f"{src}: dataset {key!r} row {row} is {values[row - lo].item()!r}; {what}")
 
 
 def _storage_kwargs(storage: dict[str, Any] | None) -> dict[str, Any]:
@@ -234,11 +245,13 @@ def import_local(
             kshape = f[key].shape
             if kshape[0] != n or (len(kshape) > 1 and int(np.prod(kshape[1:])) != 1):
                 raise io.DataFormatError(f"{src}: dataset {key!r} has shape {kshape}, expected ({n},)")
+        for key in keys[2:]:
+            _check_per_shower(src, key, f[key])
     if chunk_size is None:
         chunk_size = io.default_chunk_size(geometry.cell_shape)
     prov = provenance(ds, inputs=[src], repo=repo, extra={"source": "local"})
     n_bad = 0
-    bar = tqdm(total=n, unit="shower", desc=f"import {src.name}", disable=not progress)
+    bar = progress_bar(n, f"import {src.name}", progress)
     with io.ShowerWriter(
         out_path, geometry.cell_shape, keys, canonical_attrs(ds, geometry, prov), n_rows=n, **_storage_kwargs(storage)
     ) as w:

@@ -9,6 +9,8 @@ import sys
 import traceback
 from collections.abc import Iterator
 
+from tqdm import tqdm
+
 
 @contextlib.contextmanager
 def job_log(path: str | os.PathLike) -> Iterator[logging.Logger]:
@@ -34,3 +36,16 @@ def job_log(path: str | os.PathLike) -> Iterator[logging.Logger]:
         finally:
             root.removeHandler(handler)
             sys.stderr = old_stderr
+
+
+def progress(total: int, desc: str, enabled: bool = True) -> tqdm:
+    """A progress bar in showers; sparse updates when writing to a log file."""
+    interactive = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+    return tqdm(
+        total=total,
+        unit="shower",
+        desc=desc,
+        disable=not enabled,
+        mininterval=0.1 if interactive else 10.0,
+        file=sys.stderr,
+    )

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from calofast import io
+from calofast.logs import progress as progress_bar
 from calofast.provenance import provenance
 
 SPLITS = ("train", "validation", "test")
@@ -370,7 +370,7 @@ def run_preprocessing(
                 compression=(storage or {}).get("compression", "gzip"),
                 compression_level=(storage or {}).get("compression_level", 1),
             )
-        bar = tqdm(total=n_total, unit="shower", desc="preprocess", disable=not progress)
+        bar = progress_bar(n_total, "preprocess", progress)
         for first, chunk in io.iter_chunks(in_path, chunk_size, ("showers", *keys)):
             showers = chunk["showers"]
             energy = chunk["energy"].astype(np.float64)

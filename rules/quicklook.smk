@@ -15,6 +15,8 @@ rule quicklook:
         json="results/{dataset}/quicklook.json",
     log:
         "logs/quicklook/{dataset}.log",
+    benchmark:
+        "benchmarks/quicklook/{dataset}.tsv"
     conda:
         "../envs/calofast.yaml"
     threads: 1

@@ -133,3 +133,22 @@ def _truncate(path):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 3])
     return path
+
+
+def test_local_import_checks_angles_and_alignment(dataset_cfg, shower_files, tmp_path):
+    src = tmp_path / "atlas.h5"
+    with h5py.File(shower_files["atlas_photon"]) as f, h5py.File(src, "w") as g:
+        for key in f:
+            g[key] = f[key][:]
+        g["alignment"][7] = 9
+    ds = dataset_cfg("atlas_photon")
+    ds.pop("n_showers")
+    ds.update(source="local", local={"path": str(src)})
+    with pytest.raises(io.DataFormatError, match=r"dataset 'alignment' row 7 is 9; labels must be 0..7"):
+        import_local(ds, tmp_path / "out.h5", progress=False)
+    with h5py.File(src, "a") as g:
+        g["alignment"][7] = 1
+        g["eta"][3] = np.nan
+    with pytest.raises(io.DataFormatError, match=r"dataset 'eta' row 3 is .*nan.*; values must be finite"):
+        import_local(ds, tmp_path / "out.h5", progress=False)
+    assert not (tmp_path / "out.h5").exists()

@@ -1,0 +1,58 @@
+"""The workflow on a real (single-node, throw-away) SLURM cluster through the SLURM profile.
+
+`.ci/run` starts the cluster with `.ci/slurm.sh` when it can (root, Debian packages) and
+sets CALOFAST_SLURM_TEST=1; elsewhere the test is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import h5py
+import pytest
+import yaml
+
+from calofast import io
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def slurm_partition():
+    if os.environ.get("CALOFAST_SLURM_TEST") != "1":
+        pytest.skip("no test SLURM cluster (run .ci/slurm.sh start and set CALOFAST_SLURM_TEST=1)")
+    if shutil.which("sinfo") is None:
+        pytest.fail("CALOFAST_SLURM_TEST=1 but sinfo is not installed")
+    proc = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        pytest.fail(f"CALOFAST_SLURM_TEST=1 but sinfo fails: {proc.stderr}")
+    return proc.stdout.split()[0].rstrip("*")
+
+
+def test_workflow_runs_on_slurm(slurm_partition, repo_root, tmp_path):
+    cfg = yaml.safe_load((repo_root / "tests" / "e2e" / "config.yaml").read_text())
+    cfg["preprocessing"].pop("local_log")  # its dataset is added by test_workflow.py only
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    cmd = [
+        "timeout", "-k", "10", "500",
+        sys.executable, "-m", "snakemake", "-s", str(repo_root / "Snakefile"), "-d", str(tmp_path),
+        "--workflow-profile", str(repo_root / "profiles" / "slurm"),
+        "--default-resources", f"slurm_partition={slurm_partition}", "mem_mb=500", "runtime=10",
+        "--set-resources", "simulate_synthetic:mem_mb=1000", "preprocess:mem_mb=1000",
+        "--set-threads", "simulate_synthetic=1",
+        "--jobs", "4",
+        # no accounting database on the test cluster: poll squeue, and poll early
+        "--slurm-status-command", "squeue",
+        "--slurm-init-seconds-before-status-checks", "1",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=560)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    assert out.count("has been submitted with SLURM jobid") == 10  # 3 simulations, 4 preprocessings, 3 quick-looks
+    for ds in ("lcd_ele", "atlas_photon", "ild_photon_50"):
+        with h5py.File(tmp_path / "data" / ds / "showers.h5") as f:
+            io.check_canonical(f, ds)
+        assert (tmp_path / "results" / ds / "quicklook.png").exists()
