@@ -350,40 +350,31 @@ class AtlasEMBarrel(Geometry):
         )
 
 
+def _siw_ecal(
+    name: str, description: str, n_cells: int, cell_mm: float, layers: tuple[tuple[int, float], ...], stochastic: float
+) -> GridCalorimeter:
+    """A Si-W grid ECAL: sections of (number of layers, tungsten mm), each layer with a
+    0.5 mm silicon sensor and a 2.7 mm read-out/support gap."""
+    sections = tuple(
+        Section(n, (Slab("W", w_mm), Slab("Si", 0.5, active=True), Slab("Air", 2.7))) for n, w_mm in layers
+    )
+    return GridCalorimeter(name, description, n_cells, n_cells, cell_mm, sections, stochastic, ("theta",))
+
+
 def _lcd() -> GridCalorimeter:
     # CLIC/LCD ECAL barrel (CLIC NDM ECal page): 25 Si-W layers, 17 x 2.4 mm then
-    # 8 x 4.8 mm tungsten (23 X0), 5.1 mm silicon pads.  0.5 mm Si sensors and a
-    # 2.7 mm readout/support gap per layer fill the 159 mm barrel depth.
-    thin = (Slab("W", 2.4), Slab("Si", 0.5, active=True), Slab("Air", 2.7))
-    thick = (Slab("W", 4.8), Slab("Si", 0.5, active=True), Slab("Air", 2.7))
-    return GridCalorimeter(
-        name="lcd_ecal",
-        description="LCD/CLIC ECAL, 51x51x25 cells of 5.1 mm, W/Si (17x2.4 + 8x4.8 mm W)",
-        nx=51,
-        ny=51,
-        cell_mm=5.1,
-        sections=(Section(17, thin), Section(8, thick)),
-        stochastic_term=0.15,
-        angle_keys=("theta",),
-    )
+    # 8 x 4.8 mm tungsten (23 X0), 5.1 mm silicon pads; with 0.5 mm sensors and the
+    # 2.7 mm gaps the stack fills the 159 mm barrel depth.  a = 15 % (CLICdet ECAL).
+    desc = "LCD/CLIC ECAL, 51x51x25 cells of 5.1 mm, W/Si (17x2.4 + 8x4.8 mm W)"
+    return _siw_ecal("lcd_ecal", desc, 51, 5.1, ((17, 2.4), (8, 4.8)), 0.15)
 
 
 def _ild() -> GridCalorimeter:
     # ILD Si-W ECAL as in the Getting-High / Calomplification datasets: 30 layers,
-    # 20 x 2.1 mm then 10 x 4.2 mm tungsten, 5x5 mm2 silicon cells; 0.5 mm Si and
-    # the same 2.7 mm readout gap as the LCD stack.
-    thin = (Slab("W", 2.1), Slab("Si", 0.5, active=True), Slab("Air", 2.7))
-    thick = (Slab("W", 4.2), Slab("Si", 0.5, active=True), Slab("Air", 2.7))
-    return GridCalorimeter(
-        name="ild_siw_ecal",
-        description="ILD Si-W ECAL, 30x30x30 cells of 5 mm (20x2.1 + 10x4.2 mm W)",
-        nx=30,
-        ny=30,
-        cell_mm=5.0,
-        sections=(Section(20, thin), Section(10, thick)),
-        stochastic_term=0.166,
-        angle_keys=(),
-    )
+    # 20 x 2.1 mm then 10 x 4.2 mm tungsten, 5x5 mm2 silicon cells.  a = 16.6 %
+    # (CALICE Si-W physics prototype, NIM A 608 (2009) 372).
+    desc = "ILD Si-W ECAL, 30x30x30 cells of 5 mm (20x2.1 + 10x4.2 mm W)"
+    return _siw_ecal("ild_siw_ecal", desc, 30, 5.0, ((20, 2.1), (10, 4.2)), 0.166)
 
 
 #: Presampler calibration weight: ATLAS's EM-scale presampler energy includes a
