@@ -234,6 +234,11 @@ def import_local(
                     f"{src}: dataset {key!r} is missing (found {sorted(f.keys())}); "
                     f"dataset {ds.get('name', '')!r} with geometry {geometry.name!r} needs {list(keys)}"
                 )
+        declared = io.read_attrs(f).get("geometry")
+        if declared is not None and declared != geometry.name:
+            raise io.DataFormatError(
+                f"{src}: attribute 'geometry' is {declared!r} but the dataset config says {geometry.name!r}"
+            )
         n = int(f["showers"].shape[0])
         shape = tuple(f["showers"].shape[1:])
         if shape != geometry.cell_shape:

@@ -151,4 +151,14 @@ def test_local_import_checks_angles_and_alignment(dataset_cfg, shower_files, tmp
         g["eta"][3] = np.nan
     with pytest.raises(io.DataFormatError, match=r"dataset 'eta' row 3 is .*nan.*; values must be finite"):
         import_local(ds, tmp_path / "out.h5", progress=False)
+    with h5py.File(src, "a") as g:
+        g["eta"][3] = 0.22
+        g.attrs["geometry"] = "lcd_ecal"
+    with pytest.raises(io.DataFormatError, match=r"attribute 'geometry' is 'lcd_ecal' but the dataset config says"):
+        import_local(ds, tmp_path / "out.h5", progress=False)
     assert not (tmp_path / "out.h5").exists()
+    with h5py.File(src, "a") as g:
+        g.attrs["geometry"] = "atlas_em_barrel"
+    import_local(ds, tmp_path / "out.h5", progress=False)
+    with h5py.File(tmp_path / "out.h5") as f, h5py.File(shower_files["atlas_photon"]) as ref:
+        assert_array_equal(f["alignment"][:], ref["alignment"][:])
