@@ -140,6 +140,7 @@ def test_local_import_checks_angles_and_alignment(dataset_cfg, shower_files, tmp
     with h5py.File(shower_files["atlas_photon"]) as f, h5py.File(src, "w") as g:
         for key in f:
             g[key] = f[key][:]
+        original = int(g["alignment"][7])
         g["alignment"][7] = 9
     ds = dataset_cfg("atlas_photon")
     ds.pop("n_showers")
@@ -147,12 +148,13 @@ def test_local_import_checks_angles_and_alignment(dataset_cfg, shower_files, tmp
     with pytest.raises(io.DataFormatError, match=r"dataset 'alignment' row 7 is 9; labels must be 0..7"):
         import_local(ds, tmp_path / "out.h5", progress=False)
     with h5py.File(src, "a") as g:
-        g["alignment"][7] = 1
+        g["alignment"][7] = original
+        eta3 = float(g["eta"][3])
         g["eta"][3] = np.nan
     with pytest.raises(io.DataFormatError, match=r"dataset 'eta' row 3 is .*nan.*; values must be finite"):
         import_local(ds, tmp_path / "out.h5", progress=False)
     with h5py.File(src, "a") as g:
-        g["eta"][3] = 0.22
+        g["eta"][3] = eta3
         g.attrs["geometry"] = "lcd_ecal"
     with pytest.raises(io.DataFormatError, match=r"attribute 'geometry' is 'lcd_ecal' but the dataset config says"):
         import_local(ds, tmp_path / "out.h5", progress=False)
@@ -162,3 +164,4 @@ def test_local_import_checks_angles_and_alignment(dataset_cfg, shower_files, tmp
     import_local(ds, tmp_path / "out.h5", progress=False)
     with h5py.File(tmp_path / "out.h5") as f, h5py.File(shower_files["atlas_photon"]) as ref:
         assert_array_equal(f["alignment"][:], ref["alignment"][:])
+        assert_array_equal(f["eta"][:], ref["eta"][:])
