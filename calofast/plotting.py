@@ -155,17 +155,34 @@ def plot_quicklook(
     ax.set_title("lateral profiles")
 
     ax = axes[1, 0]
-    e = np.asarray(resp["energy_gev"])
-    m = np.asarray(resp["mean"])
-    sd = np.asarray(resp["std"])
-    ax.fill_between(e, m - sd, m + sd, alpha=0.3, step=None, label="±1 std (resolution)")
-    ax.errorbar(e, m, yerr=resp["err"], fmt="o", color="black", label="mean")
-    ax.set_xscale("log")
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("$E_{inc}$ [GeV]")
-    ax.set_ylabel("$E_{sum} / E_{inc}$")
-    ax.legend(fontsize=14)
-    ax.set_title("response" if geometry.energy_scale == "calibrated" else "sampling fraction")
+    title = "response" if geometry.energy_scale == "calibrated" else "sampling fraction"
+    if len(resp["energy_gev"]) >= 3:
+        e = np.asarray(resp["energy_gev"])
+        m = np.asarray(resp["mean"])
+        sd = np.asarray(resp["std"])
+        ax.fill_between(e, m - sd, m + sd, alpha=0.3, label="±1 std (resolution)")
+        ax.errorbar(e, m, yerr=resp["err"], fmt="o", color="black", label="mean")
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("$E_{inc}$ [GeV]")
+        ax.set_ylabel("$E_{sum} / E_{inc}$")
+    else:  # one or two beam energies: the distribution itself
+        ratio = st["e_sum"] / st["e_inc"]
+        counts, edges = np.histogram(ratio, bins=50)
+        hep.histplot(
+            counts,
+            edges,
+            ax=ax,
+            yerr=True,
+            histtype="errorbar",
+            color="black",
+            label=f"mean {ratio.mean():.4g}, rel. std {ratio.std() / ratio.mean():.3g}",
+        )
+        ax.set_xlabel("$E_{sum} / E_{inc}$")
+        ax.set_ylabel("showers")
+        title += f" at {', '.join(f'{x:g}' for x in resp['energy_gev'])} GeV"
+    ax.legend()
+    ax.set_title(title)
 
     ax = axes[1, 1]
     shower, e0 = st["example"]
