@@ -35,24 +35,72 @@ def validate_config(config: dict[str, Any], schema: str | os.PathLike = DEFAULT_
     return config
 
 
+SIMULATED_PARTICLES = ("electron", "positron", "photon")
+
+
+def _geometry_info(name: str) -> tuple[tuple[int, ...] | None, bool, bool]:
+    """(cell shape or None, has alignment, is a grid) of a geometry name, without reading files."""
+    if name == "calochallenge":
+        return None, False, False
+    g = get_geometry(name)
+    return g.cell_shape, g.has_alignment, len(g.cell_shape) == 3
+
+
 def check_config(config: dict[str, Any]) -> None:
-    """Cross-key checks: angles vs geometry, energy ranges, pooling, splits."""
+    """Cross-key checks: sources vs geometry, angles, energy ranges, pooling, splits."""
+    from calofast.formats import get_adapter
+
     datasets = config["datasets"]
     for name, ds in datasets.items():
         where = f"datasets.{name}"
-        geometry = get_geometry(ds["geometry"])
+        geo = ds["geometry"]
+        shape, _, is_grid = _geometry_info(geo)
+        source = ds["source"]
+        if source == "synthetic":
+            if geo == "calochallenge":
+                raise ConfigError(f"{where}.geometry: calochallenge has no simulator; use source zenodo, local or root")
+            if ds["particle"] not in SIMULATED_PARTICLES:
+                raise ConfigError(
+                    f"{where}.particle: the simulator makes electromagnetic showers only {list(SIMULATED_PARTICLES)}, "
+                    f"not {ds['particle']!r}"
+                )
+        if source in ("local", "zenodo"):
+            adapter = get_adapter(ds["format"])
+            if adapter.geometries and geo not in adapter.geometries:
+                raise ConfigError(
+                    f"{where}.format: {ds['format']} holds geometry {list(adapter.geometries)}, not {geo!r}"
+                )
+        elif "format" in ds and ds["format"] != "canonical":
+            raise ConfigError(f"{where}.format: only for sources local and zenodo, not {source}")
+        if source == "root":
+            if not is_grid:
+                raise ConfigError(f"{where}.root: source root needs a grid geometry (lcd_ecal, ild_siw_ecal)")
+            root = ds["root"]
+            if len({root["depth_axis"], root["u_axis"], root["v_axis"]}) != 3:
+                raise ConfigError(f"{where}.root: depth_axis, u_axis and v_axis must be three different coordinates")
+            if not root.get("layer_edges_mm") and not ("layer_start_mm" in root and "layer_pitch_mm" in root):
+                raise ConfigError(f"{where}.root: give layer_edges_mm, or layer_start_mm and layer_pitch_mm")
+            edges = root.get("layer_edges_mm")
+            if edges and len(edges) != shape[2] + 1:
+                raise ConfigError(
+                    f"{where}.root.layer_edges_mm: {len(edges)} values, geometry {geo} has {shape[2]} layers "
+                    f"(needs {shape[2] + 1} edges)"
+                )
+        if "calochallenge" in ds["export"] and geo != "calochallenge":
+            raise ConfigError(f"{where}.export: calochallenge export needs geometry calochallenge, not {geo!r}")
         angles = ds.get("angles") or {}
-        if geometry.name == "atlas_em_barrel":
+        if geo == "atlas_em_barrel":
             if "abs_eta" not in angles:
                 raise ConfigError(f"{where}.angles: geometry atlas_em_barrel needs abs_eta: [lo, hi]")
             if "theta_deg" in angles:
                 raise ConfigError(f"{where}.angles.theta_deg: not used by atlas_em_barrel (use abs_eta)")
+        elif geo == "calochallenge":
+            if angles:
+                raise ConfigError(f"{where}.angles: the CaloChallenge files store no angles")
         else:
             bad = sorted(set(angles) - {"theta_deg"})
             if bad:
-                raise ConfigError(
-                    f"{where}.angles: {bad} not allowed for geometry {geometry.name} (allowed: theta_deg)"
-                )
+                raise ConfigError(f"{where}.angles: {bad} not allowed for geometry {geo} (allowed: theta_deg)")
         for key, value in angles.items():
             if value[0] > value[1]:
                 raise ConfigError(f"{where}.angles.{key}: range {value} must have lo <= hi")
@@ -63,8 +111,6 @@ def check_config(config: dict[str, Any]) -> None:
         total = split["train"] + split["validation"] + split["test"]
         if not math.isclose(total, 1.0, abs_tol=1e-9):
             raise ConfigError(f"{where}.split: train + validation + test = {total:g}, must be 1")
-        if ds["source"] == "local" and ds.get("n_showers") is not None:
-            raise ConfigError(f"{where}.n_showers: only for source synthetic (a local file has its own size)")
 
     for name, prep in (config.get("preprocessing") or {}).items():
         where = f"preprocessing.{name}"
@@ -73,7 +119,7 @@ def check_config(config: dict[str, Any]) -> None:
                 f"{where}.dataset: unknown dataset {prep['dataset']!r}; known datasets: {sorted(datasets)}"
             )
         ds = datasets[prep["dataset"]]
-        geometry = get_geometry(ds["geometry"])
+        shape, has_alignment, is_grid = _geometry_info(ds["geometry"])
         er = prep.get("energy_range_gev")
         if er is not None:
             lo, hi = energy_range_gev(ds)
@@ -93,12 +139,12 @@ def check_config(config: dict[str, Any]) -> None:
                     )
         pool = prep.get("pool")
         if pool:
-            if len(geometry.cell_shape) < 2:
-                raise ConfigError(f"{where}.pool: geometry {geometry.name} has no regular cell grid to pool")
-            if len(pool) != len(geometry.cell_shape) or any(n % f for n, f in zip(geometry.cell_shape, pool)):
+            if not is_grid:
+                raise ConfigError(f"{where}.pool: geometry {ds['geometry']} has no regular cell grid to pool")
+            if len(pool) != len(shape) or any(n % f for n, f in zip(shape, pool)):
                 raise ConfigError(
                     f"{where}.pool: {pool} must give one factor per axis of the cell shape "
-                    f"{list(geometry.cell_shape)}, each dividing its axis"
+                    f"{list(shape)}, each dividing its axis"
                 )
-        if prep.get("alignment_encoding", "none") != "none" and not geometry.has_alignment:
-            raise ConfigError(f"{where}.alignment_encoding: geometry {geometry.name} has no cell alignment")
+        if prep.get("alignment_encoding", "none") != "none" and not has_alignment:
+            raise ConfigError(f"{where}.alignment_encoding: geometry {ds['geometry']} has no cell alignment")

@@ -1,6 +1,8 @@
-"""Dataset sources: the offline parametrised simulator (``synthetic``) and ``local`` files.
+"""Dataset helpers and the offline parametrised simulator source (``synthetic``).
 
-Both write the canonical layout of :mod:`calofast.io`.  Synthetic showers are
+Files of the other sources (``local``, ``zenodo``, ``root``) are converted by
+:mod:`calofast.formats` and :mod:`calofast.root_source`.  All write the
+canonical layout of :mod:`calofast.io`.  Synthetic showers are
 produced in fixed blocks of :data:`RNG_BLOCK` showers, each with its own random
 stream derived from ``(seed, block index)``, so the output depends only on the
 dataset config and seed: not on the I/O chunking nor on the number of worker
@@ -169,17 +171,6 @@ def simulate_dataset(
     return Path(out_path)
 
 
-def _check_per_shower(src: Path, key: str, dataset) -> None:
-    """Angles must be finite; ATLAS alignment labels in 0..7 (checked in chunks)."""
-    for lo in range(0, dataset.shape[0], 1 << 20):
-        values = np.asarray(dataset[lo : lo + (1 << 20)]).reshape(-1)
-        bad = ~np.isfinite(values) if key != "alignment" else (values < 0) | (values > 7)
-        if bad.any():
-            row = lo + int(np.flatnonzero(bad)[0])
-            what = "labels must be 0..7" if key == "alignment" else "values must be finite"
-            raise io.DataFormatError(f"{src}: dataset {key!r} row {row} is {values[row - lo].item()!r}; {what}")
-
-
 def _storage_kwargs(storage: dict[str, Any] | None) -> dict[str, Any]:
     storage = storage or {}
     return {
@@ -202,100 +193,3 @@ def _blocks(ds: dict[str, Any], n_blocks: int, workers: int):
                 pending.append(pool.submit(simulate_block, ds, nxt))
                 nxt += 1
             yield pending.pop(0).result()
-
-
-def import_local(
-    ds: dict[str, Any],
-    out_path: str | os.PathLike,
-    chunk_size: int | None = None,
-    progress: bool = True,
-    repo: str | os.PathLike | None = None,
-    storage: dict[str, Any] | None = None,
-) -> Path:
-    """Validate and convert a local HDF5 file with canonical key names.
-
-    Units of the file are declared in the dataset's ``local`` block.  Errors
-    name the file, the dataset key and the offending rows; nothing is written
-    at ``out_path`` unless the whole file converts.
-    """
-    geometry = get_geometry(ds["geometry"])
-    spec = ds["local"]
-    src = Path(spec["path"])
-    e_unit = UNIT_TO_MEV[spec.get("energy_unit", "MeV")]
-    s_unit = UNIT_TO_MEV[spec.get("shower_unit", "MeV")]
-    a_unit = ANGLE_TO_RAD[spec.get("angle_unit", "rad")]
-    policy = spec.get("invalid_cells", "reject")
-    keys = dataset_keys(ds, geometry)
-    lo_gev, hi_gev = energy_range_gev(ds)
-    with io.open_h5(src) as f:
-        for key in keys:
-            if key not in f:
-                raise io.DataFormatError(
-                    f"{src}: dataset {key!r} is missing (found {sorted(f.keys())}); "
-                    f"dataset {ds.get('name', '')!r} with geometry {geometry.name!r} needs {list(keys)}"
-                )
-        declared = io.read_attrs(f).get("geometry")
-        if declared is not None and declared != geometry.name:
-            raise io.DataFormatError(
-                f"{src}: attribute 'geometry' is {declared!r} but the dataset config says {geometry.name!r}"
-            )
-        n = int(f["showers"].shape[0])
-        shape = tuple(f["showers"].shape[1:])
-        if shape != geometry.cell_shape:
-            raise io.DataFormatError(
-                f"{src}: dataset 'showers' has shape {f['showers'].shape}; geometry "
-                f"{geometry.name!r} needs (N, {', '.join(map(str, geometry.cell_shape))})"
-            )
-        for key in keys[1:]:
-            kshape = f[key].shape
-            if kshape[0] != n or (len(kshape) > 1 and int(np.prod(kshape[1:])) != 1):
-                raise io.DataFormatError(f"{src}: dataset {key!r} has shape {kshape}, expected ({n},)")
-        for key in keys[2:]:
-            _check_per_shower(src, key, f[key])
-    if chunk_size is None:
-        chunk_size = io.default_chunk_size(geometry.cell_shape)
-    prov = provenance(ds, inputs=[src], repo=repo, extra={"source": "local"})
-    n_bad = 0
-    bar = progress_bar(n, f"import {src.name}", progress)
-    with io.ShowerWriter(
-        out_path, geometry.cell_shape, keys, canonical_attrs(ds, geometry, prov), n_rows=n, **_storage_kwargs(storage)
-    ) as w:
-        for first, chunk in io.iter_chunks(src, chunk_size, keys):
-            energy = chunk["energy"].reshape(-1).astype(np.float64) * e_unit
-            bad_e = ~np.isfinite(energy) | (energy <= 0)
-            if bad_e.any():
-                row = first + int(np.flatnonzero(bad_e)[0])
-                raise io.DataFormatError(f"{src}: dataset 'energy' has a non-positive or NaN value at row {row}")
-            outside = (energy < lo_gev * 1e3 * (1 - 1e-6)) | (energy > hi_gev * 1e3 * (1 + 1e-6))
-            if outside.any():
-                row = first + int(np.flatnonzero(outside)[0])
-                raise io.DataFormatError(
-                    f"{src}: dataset 'energy' row {row} is {energy[row - first] / 1e3:.4g} GeV, outside the "
-                    f"{lo_gev:g}-{hi_gev:g} GeV that the dataset config declares"
-                )
-            showers = chunk["showers"].astype(np.float32) * np.float32(s_unit)
-            bad = ~np.isfinite(showers) | (showers < 0)
-            if bad.any():
-                count = int(bad.sum())
-                if policy == "reject":
-                    row = first + int(np.flatnonzero(bad.reshape(bad.shape[0], -1).any(axis=1))[0])
-                    raise io.DataFormatError(
-                        f"{src}: dataset 'showers' has {count} negative or NaN cells in rows "
-                        f"{first}-{first + showers.shape[0] - 1} (first at row {row}); set "
-                        f"local.invalid_cells: clip to set them to zero"
-                    )
-                showers[bad] = 0.0
-                n_bad += count
-            out = {"showers": showers, "energy": energy.astype(np.float32)}
-            for key in keys[2:]:
-                value = chunk[key].reshape(-1)
-                out[key] = value * a_unit if key in ("theta", "phi") else value
-            w.append(out)
-            bar.update(showers.shape[0])
-        prov["invalid_cells_clipped"] = n_bad
-        w.set_attrs({"provenance": prov})
-        w.commit()
-    bar.close()
-    if n_bad:
-        log.warning("%s: %d negative or NaN cells set to zero", src, n_bad)
-    return Path(out_path)

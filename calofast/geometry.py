@@ -405,8 +405,29 @@ _CACHE: dict[str, Geometry] = {}
 
 def get_geometry(name: str) -> Geometry:
     """Return the geometry called ``name``; the error names the known ones."""
+    if name == "calochallenge":
+        raise KeyError("geometry 'calochallenge' is defined by a binning XML: use dataset_geometry / file_geometry")
     if name not in GEOMETRY_FACTORIES:
         raise KeyError(f"unknown geometry {name!r}; known geometries: {sorted(GEOMETRY_FACTORIES)}")
     if name not in _CACHE:
         _CACHE[name] = GEOMETRY_FACTORIES[name]()
     return _CACHE[name]
+
+
+def dataset_geometry(ds: dict) -> Geometry:
+    """The geometry of a dataset config entry (CaloChallenge ones read their binning XML)."""
+    if ds["geometry"] == "calochallenge":
+        from calofast.calochallenge import CaloChallengeGeometry, read_binning
+
+        binning = ds["binning"]
+        return CaloChallengeGeometry(read_binning(binning["path"], binning["particle"]), binning["particle"])
+    return get_geometry(ds["geometry"])
+
+
+def file_geometry(attrs: dict) -> Geometry:
+    """The geometry of a canonical file, from its attributes."""
+    if attrs.get("geometry") == "calochallenge":
+        from calofast.calochallenge import CaloChallengeGeometry, binning_from_attrs
+
+        return CaloChallengeGeometry(binning_from_attrs(attrs["binning"]), attrs.get("binning_particle", ""))
+    return get_geometry(attrs["geometry"])

@@ -49,3 +49,18 @@ def progress(total: int, desc: str, enabled: bool = True) -> tqdm:
         mininterval=0.1 if interactive else 10.0,
         file=sys.stderr,
     )
+
+
+def progress_bar_bytes(total: int, desc: str, enabled: bool = True) -> tqdm:
+    """A progress bar in bytes with transfer rate (downloads)."""
+    interactive = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+    return tqdm(
+        total=total,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=desc,
+        disable=not enabled,
+        mininterval=0.1 if interactive else 10.0,
+        file=sys.stderr,
+    )

@@ -17,20 +17,20 @@ from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from calofast import io  # noqa: E402
-from calofast.geometry import AtlasEMBarrel, get_geometry  # noqa: E402
+from calofast.calochallenge import CaloChallengeGeometry  # noqa: E402
+from calofast.geometry import AtlasEMBarrel, Geometry, file_geometry  # noqa: E402
 
 
 def quicklook_stats(path: str | os.PathLike, max_showers: int = 5000, chunk_size: int | None = None) -> dict[str, Any]:
     """Accumulate the quick-look quantities over the first ``max_showers`` showers."""
     with io.open_h5(path) as f:
         attrs = io.check_canonical(f, path)
-    geometry = get_geometry(attrs["geometry"])
+    geometry = file_geometry(attrs)
     if chunk_size is None:
         chunk_size = io.default_chunk_size(geometry.cell_shape)
     n_seen = 0
     layer_sum = np.zeros(geometry.n_layers)
-    proj_u: np.ndarray | None = None
-    proj_v: np.ndarray | None = None
+    projections: dict[str, np.ndarray] = {}
     e_sum: list[np.ndarray] = []
     e_inc: list[np.ndarray] = []
     frac_by_energy: dict[float, list] | None = {}
@@ -49,13 +49,8 @@ def quicklook_stats(path: str | os.PathLike, max_showers: int = 5000, chunk_size
             acc = frac_by_energy.setdefault(float(value), [np.zeros(geometry.n_layers), 0])
             acc[0] += (layers[sel] / value).sum(axis=0)
             acc[1] += int(sel.sum())
-        if isinstance(geometry, AtlasEMBarrel):
-            mid = geometry.layer_images(s)["middle"]
-            pu, pv = mid.sum(axis=(0, 2)), mid.sum(axis=(0, 1))
-        else:
-            pu, pv = s.sum(axis=(0, 2, 3)), s.sum(axis=(0, 1, 3))
-        proj_u = pu if proj_u is None else proj_u + pu
-        proj_v = pv if proj_v is None else proj_v + pv
+        for key, value in lateral_projections(geometry, s).items():
+            projections[key] = projections.get(key, 0.0) + value
         e_sum.append(s.reshape(s.shape[0], -1).sum(axis=1))
         e_inc.append(energy)
         if example is None:  # the shower closest to the chunk's median energy
@@ -70,14 +65,39 @@ def quicklook_stats(path: str | os.PathLike, max_showers: int = 5000, chunk_size
         "attrs": attrs,
         "n": n_seen,
         "mean_layer_energy_mev": layer_sum / n_seen,
-        "proj_u": proj_u / n_seen,
-        "proj_v": proj_v / n_seen,
+        "projections": {k: v / n_seen for k, v in projections.items()},
         "e_sum": esum,
         "e_inc": einc,
         "example": example,
         # mean per-layer fraction E_layer / E_inc for each discrete incident energy
         "layer_fraction_by_energy": {e: acc[0] / acc[1] for e, acc in (frac_by_energy or {}).items()},
     }
+
+
+def lateral_projections(geometry: Geometry, showers: np.ndarray) -> dict[str, np.ndarray]:
+    """Lateral energy projections summed over the showers of a chunk.
+
+    Grid calorimeters: along x and y (all layers); ATLAS: along eta and phi in
+    the middle layer; CaloChallenge: along r (all layers and alpha bins).
+    """
+    if isinstance(geometry, AtlasEMBarrel):
+        mid = geometry.layer_images(showers)["middle"]
+        return {"eta": mid.sum(axis=(0, 2)), "phi": mid.sum(axis=(0, 1))}
+    if isinstance(geometry, CaloChallengeGeometry):
+        return {"r": geometry.radial_profile(showers)[1].sum(axis=0)}
+    return {"x": showers.sum(axis=(0, 2, 3)), "y": showers.sum(axis=(0, 1, 3))}
+
+
+def example_image(geometry: Geometry, shower: np.ndarray) -> tuple[np.ndarray, str, str]:
+    """A 2D view of one shower and its axis labels (rows along the first label)."""
+    if isinstance(geometry, AtlasEMBarrel):
+        return geometry.layer_images(shower[None])["middle"][0], "eta cell (middle layer)", "phi cell"
+    if isinstance(geometry, CaloChallengeGeometry):
+        energies = geometry.layer_energies(shower[None])[0]
+        ly = geometry.layers[int(np.argmax(energies))]
+        img = shower[ly.base : ly.base + ly.n_u * ly.n_v].reshape(ly.n_u, ly.n_v)
+        return img, f"alpha bin ({ly.name}, the most energetic layer)", "r bin"
+    return shower.sum(axis=2), "x cell", "y cell"
 
 
 def response_vs_energy(e_inc: np.ndarray, e_sum: np.ndarray, n_bins: int = 10) -> dict[str, list[float]]:
@@ -125,7 +145,7 @@ def plot_quicklook(
 
     ax = axes[0, 0]
     mean_layer = st["mean_layer_energy_mev"]
-    if isinstance(geometry, AtlasEMBarrel) and st["layer_fraction_by_energy"]:
+    if st["layer_fraction_by_energy"] and geometry.n_layers <= 8:
         by_e = st["layer_fraction_by_energy"]
         for i, ly in enumerate(geometry.layers):
             es = sorted(by_e)
@@ -143,14 +163,21 @@ def plot_quicklook(
     ax.set_title("longitudinal profile")
 
     ax = axes[0, 1]
-    pu, pv = st["proj_u"], st["proj_v"]
-    names = ("eta", "phi") if isinstance(geometry, AtlasEMBarrel) else ("x", "y")
-    for proj, lab in ((pu, names[0]), (pv, names[1])):
-        centre = (proj.shape[0] - 1) / 2
-        hep.histplot(np.maximum(proj, 1e-12), bins=np.arange(proj.shape[0] + 1) - 0.5 - centre, ax=ax, label=lab)
+    for label, proj in st["projections"].items():
+        if label == "r":
+            edges = geometry.radial_edges
+            density = proj / np.diff(edges)
+            hep.histplot(np.maximum(density, 1e-12), bins=edges, ax=ax, label="r")
+            ax.set_xlabel("r [mm]")
+            ax.set_ylabel(f"mean energy per mm of r [{unit}/mm]")
+        else:
+            centre = (proj.shape[0] - 1) / 2
+            bins = np.arange(proj.shape[0] + 1) - 0.5 - centre
+            hep.histplot(np.maximum(proj, 1e-12), bins=bins, ax=ax, label=label)
+            middle = " (middle layer)" if isinstance(geometry, AtlasEMBarrel) else ""
+            ax.set_xlabel("cell offset from window centre" + middle)
+            ax.set_ylabel(f"mean energy per cell column [{unit}]")
     ax.set_yscale("log")
-    ax.set_xlabel("cell offset from window centre" + (" (middle layer)" if names[0] == "eta" else ""))
-    ax.set_ylabel(f"mean energy per cell column [{unit}]")
     ax.legend(fontsize=14)
     ax.set_title("lateral profiles")
 
@@ -186,12 +213,7 @@ def plot_quicklook(
 
     ax = axes[1, 1]
     shower, e0 = st["example"]
-    if isinstance(geometry, AtlasEMBarrel):
-        img = geometry.layer_images(shower[None])["middle"][0]
-        xlabel, ylabel = "eta cell (middle layer)", "phi cell"
-    else:
-        img = shower.sum(axis=2)
-        xlabel, ylabel = "x cell", "y cell"
+    img, xlabel, ylabel = example_image(geometry, shower)
     pos = img[img > 0]
     norm = LogNorm(vmin=max(pos.min(), pos.max() * 1e-6), vmax=pos.max()) if pos.size else None
     im = ax.imshow(np.where(img > 0, img, np.nan).T, origin="lower", norm=norm, cmap="viridis")

@@ -1,4 +1,5 @@
 # Helpers shared by all rules: config validation, wildcard constraints, input functions.
+import glob
 import re
 
 from snakemake.exceptions import WorkflowError
@@ -33,13 +34,72 @@ wildcard_constraints:
     split=names_regex(SPLITS),
 
 
-def dataset_config(wildcards):
-    """The dataset's config entry (with its name), passed to jobs as a param."""
-    return {"name": wildcards.dataset, **DATASETS[wildcards.dataset]}
+# The keys of a dataset entry that each kind of job uses: passing exactly these as
+# params means that editing another key (the split, say) reruns nothing upstream.
+SIMULATION_KEYS = (
+    "source",
+    "geometry",
+    "particle",
+    "n_showers",
+    "seed",
+    "energy",
+    "angles",
+    "simulation",
+)
+CONVERSION_KEYS = (
+    "source",
+    "geometry",
+    "binning",
+    "particle",
+    "n_showers",
+    "energy",
+    "angles",
+    "format",
+    "units",
+    "invalid_cells",
+    "local",
+    "zenodo",
+    "root",
+)
 
 
-def local_source_file(wildcards):
-    return DATASETS[wildcards.dataset]["local"]["path"]
+def _subset(wildcards, keys):
+    ds = DATASETS[wildcards.dataset]
+    return {"name": wildcards.dataset, **{k: ds[k] for k in keys if k in ds}}
+
+
+def simulation_config(wildcards):
+    """What the simulation of a synthetic dataset depends on."""
+    return _subset(wildcards, SIMULATION_KEYS)
+
+
+def conversion_config(wildcards):
+    """What the conversion of local, downloaded or ROOT files depends on."""
+    return _subset(wildcards, CONVERSION_KEYS)
+
+
+def _matching_files(pattern):
+    """Files of a path or glob pattern (the pattern itself when nothing matches,
+    so that Snakemake reports it as a missing input)."""
+    return sorted(glob.glob(pattern)) or [pattern]
+
+
+def convert_inputs(wildcards):
+    """Inputs of the conversion rules: the files (local, root) or the download
+    manifest (zenodo), plus the binning XML of CaloChallenge datasets."""
+    ds = DATASETS[wildcards.dataset]
+    inputs = {}
+    if ds["source"] == "zenodo":
+        inputs["manifest"] = f"resources/{wildcards.dataset}/zenodo/manifest.json"
+    else:
+        inputs["files"] = _matching_files(ds[ds["source"]]["path"])
+    if ds["geometry"] == "calochallenge":
+        inputs["binning"] = ds["binning"]["path"]
+    return inputs
+
+
+def zenodo_config(wildcards):
+    return DATASETS[wildcards.dataset]["zenodo"]
 
 
 def prep_config(wildcards):
@@ -58,8 +118,11 @@ def split_config(wildcards):
 
 
 def get_final_output():
-    """Everything the default target builds: per-dataset quick-looks and all preprocessings."""
+    """Everything the default target builds: per-dataset quick-looks, exports and all preprocessings."""
     out = expand("results/{dataset}/quicklook.png", dataset=DATASETS)
+    for name, ds in DATASETS.items():
+        if "calochallenge" in ds["export"]:
+            out.append(f"results/{name}/export/calochallenge.hdf5")
     for name, prep in PREPROCESSING.items():
         out.append(f"results/{prep['dataset']}/preprocessed/{name}/transforms.json")
     return out

@@ -16,6 +16,8 @@ import pytest
 import yaml
 
 from calofast import io
+from tests.fakes.inputs import write_calochallenge
+from tests.fakes.zenodo_server import FakeZenodo
 
 pytestmark = pytest.mark.slow
 
@@ -35,6 +37,18 @@ def slurm_partition():
 def test_workflow_runs_on_slurm(slurm_partition, repo_root, tmp_path):
     cfg = yaml.safe_load((repo_root / "tests" / "e2e" / "config.yaml").read_text())
     cfg["preprocessing"].pop("local_log")  # its dataset is added by test_workflow.py only
+    xml, cc = write_calochallenge(tmp_path, n=8)
+    server = FakeZenodo()
+    server.add_record("8099322", {cc.name: cc.read_bytes()})
+    cfg["datasets"]["cc_toy"] = {
+        "source": "zenodo",
+        "geometry": "calochallenge",
+        "binning": {"path": str(xml), "particle": "photon"},
+        "particle": "photon",
+        "energy": {"distribution": "log_uniform", "min_gev": 0.256, "max_gev": 4194.304},
+        "format": "calochallenge",
+        "zenodo": {"record": 8099322, "files": ["dataset_toy_*.hdf5"], "api_base": server.api},
+    }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     cmd = [
         "timeout", "-k", "10", "500",
@@ -48,11 +62,14 @@ def test_workflow_runs_on_slurm(slurm_partition, repo_root, tmp_path):
         "--slurm-status-command", "squeue",
         "--slurm-init-seconds-before-status-checks", "1",
     ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=560)
+    with server:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=560)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
-    assert out.count("has been submitted with SLURM jobid") == 10  # 3 simulations, 4 preprocessings, 3 quick-looks
-    for ds in ("lcd_ele", "atlas_photon", "ild_photon_50"):
+    # 3 simulations, 4 preprocessings, 1 conversion, 4 quick-looks go to SLURM; the download runs locally
+    assert out.count("has been submitted with SLURM jobid") == 12
+    assert "localrule download_zenodo:" in out
+    for ds in ("lcd_ele", "atlas_photon", "ild_photon_50", "cc_toy"):
         with h5py.File(tmp_path / "data" / ds / "showers.h5") as f:
             io.check_canonical(f, ds)
         assert (tmp_path / "results" / ds / "quicklook.png").exists()

@@ -7,14 +7,18 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 import yaml
 
 from calofast import io
 from calofast.datasets import simulate_dataset
+from tests.fakes.inputs import ILD_LAYER_EDGES, ild_hits, write_calochallenge, write_root
+from tests.fakes.zenodo_server import FakeZenodo
 
 pytestmark = pytest.mark.slow
 
@@ -44,15 +48,39 @@ def planned_jobs(proc) -> list[tuple[str, str]]:
     return jobs
 
 
-def write_config(workdir: Path, local_file: Path, mutate=None) -> dict:
-    """The e2e config plus a ``local`` dataset reading ``local_file``, written to workdir/config.yaml."""
+def write_config(workdir: Path, inputs: dict, mutate=None) -> dict:
+    """The e2e config plus datasets from the ``inputs`` fixture, written to workdir/config.yaml."""
     cfg = yaml.safe_load((HERE / "config.yaml").read_text())
+    ild = {"particle": "photon", "energy": {"distribution": "uniform", "min_gev": 10, "max_gev": 100}}
     cfg["datasets"]["local_ild"] = {
         "source": "local",
         "geometry": "ild_siw_ecal",
+        **ild,
+        "local": {"path": str(inputs["local"])},
+    }
+    cfg["datasets"]["root_ild"] = {
+        "source": "root",
+        "geometry": "ild_siw_ecal",
+        **ild,
+        "root": {
+            "path": str(inputs["root"]),
+            "tree": "photonSIM",
+            "depth_axis": "y",
+            "u_axis": "x",
+            "v_axis": "z",
+            "origin_mm": [0.0, 0.0],
+            "layer_edges_mm": ILD_LAYER_EDGES,
+        },
+    }
+    cfg["datasets"]["cc_toy"] = {
+        "source": "zenodo",
+        "geometry": "calochallenge",
+        "binning": {"path": str(inputs["binning"]), "particle": "photon"},
         "particle": "photon",
-        "energy": {"distribution": "uniform", "min_gev": 10, "max_gev": 100},
-        "local": {"path": str(local_file)},
+        "energy": {"distribution": "log_uniform", "min_gev": 0.256, "max_gev": 4194.304},
+        "format": "calochallenge",
+        "zenodo": {"record": 8099322, "files": ["dataset_toy_*.hdf5"], "api_base": inputs["api"]},
+        "export": ["calochallenge"],
     }
     if mutate:
         mutate(cfg)
@@ -61,28 +89,46 @@ def write_config(workdir: Path, local_file: Path, mutate=None) -> dict:
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, repo_root):
-    """The tiny workflow run to completion once; tests copy it before changing it."""
-    workdir = tmp_path_factory.mktemp("e2e")
-    local_file = tmp_path_factory.mktemp("inputs") / "ild_local.h5"
-    local = {
-        "name": "local_src",
-        "source": "synthetic",
+def inputs(tmp_path_factory):
+    """Input files of every source: a canonical file, a ROOT hit tree and a CaloChallenge
+    record served by a fake Zenodo on 127.0.0.1 (alive for the whole module)."""
+    root = tmp_path_factory.mktemp("inputs")
+    ild = {
+        "name": "src",
         "geometry": "ild_siw_ecal",
         "particle": "photon",
         "n_showers": 30,
         "seed": 3,
         "energy": {"distribution": "uniform", "min_gev": 10, "max_gev": 100},
     }
-    simulate_dataset(local, local_file, progress=False)
-    write_config(workdir, local_file)
+    local = simulate_dataset(ild, root / "ild_local.h5", progress=False)
+    with h5py.File(local) as f:
+        write_root(root / "ild_hits.root", ild_hits(f["showers"][:10], f["energy"][:10]))
+    xml, cc = write_calochallenge(root, n=12)
+    with FakeZenodo() as server:
+        server.add_record("8099322", {cc.name: cc.read_bytes()})
+        yield {
+            "local": local,
+            "root": root / "ild_hits.root",
+            "binning": xml,
+            "cc": cc,
+            "api": server.api,
+            "server": server,
+        }
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, repo_root, inputs):
+    """The tiny workflow run to completion once; tests copy it before changing it."""
+    workdir = tmp_path_factory.mktemp("e2e")
+    write_config(workdir, inputs)
     snakemake(repo_root, workdir, "--cores", "2")
-    return workdir, local_file
+    return workdir
 
 
-def test_default_target_builds_every_stage(finished_run):
-    workdir = finished_run[0]
-    for ds in ("lcd_ele", "atlas_photon", "ild_photon_50", "local_ild"):
+def test_default_target_builds_every_stage(finished_run, inputs):
+    workdir = finished_run
+    for ds in ("lcd_ele", "atlas_photon", "ild_photon_50", "local_ild", "root_ild", "cc_toy"):
         with h5py.File(workdir / "data" / ds / "showers.h5") as f:
             io.check_canonical(f, ds)
         for ext in ("png", "pdf", "json"):
@@ -104,50 +150,67 @@ def test_default_target_builds_every_stage(finished_run):
     pooled = json.loads((workdir / "results/ild_photon_50/preprocessed/ild50_pooled/transforms.json").read_text())
     assert pooled["cell_shape"] == [10, 10]
     assert (workdir / "benchmarks" / "simulate_synthetic" / "lcd_ele.tsv").exists()
+    # the ROOT hits voxelise back onto the showers they were made from
+    with h5py.File(inputs["local"]) as ref, h5py.File(workdir / "data/root_ild/showers.h5") as f:
+        np.testing.assert_allclose(f["showers"][:], ref["showers"][:10], rtol=1e-5, atol=1e-6)
+    # the CaloChallenge record was downloaded, converted and exported back unchanged
+    manifest = json.loads((workdir / "resources/cc_toy/zenodo/manifest.json").read_text())
+    assert [f["key"] for f in manifest["files"]] == ["dataset_toy_1.hdf5"]
+    with h5py.File(inputs["cc"]) as a, h5py.File(workdir / "results/cc_toy/export/calochallenge.hdf5") as b:
+        np.testing.assert_array_equal(a["showers"][:], b["showers"][:])
+        np.testing.assert_allclose(a["incident_energies"][:], b["incident_energies"][:])
 
 
 def test_rerun_has_nothing_to_do(finished_run, repo_root):
-    workdir = finished_run[0]
-    proc = snakemake(repo_root, workdir, "-n")
+    proc = snakemake(repo_root, finished_run, "-n")
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
-def test_editing_one_preprocessing_value_reruns_only_that_job(finished_run, repo_root, tmp_path):
+def test_editing_one_value_reruns_only_what_depends_on_it(finished_run, repo_root, inputs, tmp_path):
     workdir = tmp_path / "copy"
-    shutil.copytree(finished_run[0], workdir)
-    local_file = finished_run[1]
-    write_config(workdir, local_file, lambda c: c["preprocessing"]["lcd_100_200"]["transforms"][0].update(exponent=0.8))
-    jobs = planned_jobs(snakemake(repo_root, workdir, "-n"))
-    assert sorted(jobs) == [("all", ""), ("preprocess", "dataset=lcd_ele, prep=lcd_100_200")]
+    shutil.copytree(finished_run, workdir)
+
+    def plan(mutate):
+        write_config(workdir, inputs, mutate)
+        return sorted(planned_jobs(snakemake(repo_root, workdir, "-n")))
+
+    prep = plan(lambda c: c["preprocessing"]["lcd_100_200"]["transforms"][0].update(exponent=0.8))
+    assert prep == [("all", ""), ("preprocess", "dataset=lcd_ele, prep=lcd_100_200")]
+    # the split seed is a preprocessing input, not a simulation one
+    split = plan(lambda c: c["datasets"]["ild_photon_50"].update(split={"seed": 7}))
+    assert split == [("all", ""), ("preprocess", "dataset=ild_photon_50, prep=ild50_pooled")]
     # a simulation setting reruns that dataset and everything downstream of it only
-    write_config(workdir, local_file, lambda c: c["datasets"]["ild_photon_50"].update(n_showers=41))
-    jobs = planned_jobs(snakemake(repo_root, workdir, "-n"))
-    assert sorted(jobs) == [
+    sim = plan(lambda c: c["datasets"]["ild_photon_50"].update(n_showers=41))
+    assert sim == [
         ("all", ""),
         ("preprocess", "dataset=ild_photon_50, prep=ild50_pooled"),
         ("quicklook", "dataset=ild_photon_50"),
         ("simulate_synthetic", "dataset=ild_photon_50"),
     ]
+    # converting differently does not download again
+    conv = plan(lambda c: c["datasets"]["cc_toy"].update(n_showers=5))
+    assert conv == [
+        ("all", ""),
+        ("convert_files", "dataset=cc_toy"),
+        ("export_calochallenge", "dataset=cc_toy"),
+        ("quicklook", "dataset=cc_toy"),
+    ]
 
 
 def test_report_collects_the_quicklooks(finished_run, repo_root, tmp_path):
-    workdir = finished_run[0]
     report = tmp_path / "report.zip"
-    snakemake(repo_root, workdir, "--report", str(report))
-    import zipfile
-
+    snakemake(repo_root, finished_run, "--report", str(report))
     names = zipfile.ZipFile(report).namelist()
-    assert sum(n.endswith("quicklook.png") for n in names) == 4
+    assert sum(n.endswith("quicklook.png") for n in names) == 6
 
 
-def test_slurm_profile_dry_run(finished_run, repo_root, tmp_path):
-    workdir = tmp_path / "fresh"
-    workdir.mkdir()
-    write_config(workdir, finished_run[1])
-    proc = snakemake(repo_root, workdir, "-n", "--workflow-profile", str(repo_root / "profiles" / "slurm"))
+def test_slurm_profile_dry_run(repo_root, inputs, tmp_path):
+    write_config(tmp_path, inputs)
+    proc = snakemake(repo_root, tmp_path, "-n", "--workflow-profile", str(repo_root / "profiles" / "slurm"))
     out = proc.stdout + proc.stderr
     assert "slurm_partition=cpu" in out
     assert re.search(r"simulate_synthetic\s+3", out)
+    assert re.search(r"download_zenodo\s+1", out)
 
 
 @pytest.mark.parametrize(
@@ -161,27 +224,35 @@ def test_slurm_profile_dry_run(finished_run, repo_root, tmp_path):
         ),
     ],
 )
-def test_invalid_config_stops_the_workflow(repo_root, tmp_path, mutate, message):
-    write_config(tmp_path, tmp_path / "in.h5", mutate)
+def test_invalid_config_stops_the_workflow(repo_root, inputs, tmp_path, mutate, message):
+    write_config(tmp_path, inputs, mutate)
     proc = snakemake(repo_root, tmp_path, "-n", check=False)
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
 
 
-def test_missing_local_file_is_named(repo_root, tmp_path):
-    write_config(tmp_path, tmp_path / "inputs" / "ild_local.h5")
+def test_missing_local_file_is_named(repo_root, inputs, tmp_path):
+    write_config(tmp_path, {**inputs, "local": tmp_path / "inputs" / "ild_local.h5"})
     proc = snakemake(repo_root, tmp_path, "-n", check=False)
     assert proc.returncode != 0
     assert "inputs/ild_local.h5" in proc.stdout + proc.stderr
 
 
-def test_corrupt_local_file_fails_without_output(repo_root, tmp_path):
+def test_corrupt_local_file_fails_without_output(repo_root, inputs, tmp_path):
     bad = tmp_path / "inputs" / "ild_local.h5"
     bad.parent.mkdir()
     bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
-    write_config(tmp_path, bad)
+    write_config(tmp_path, {**inputs, "local": bad})
     proc = snakemake(repo_root, tmp_path, "--cores", "1", "data/local_ild/showers.h5", check=False)
     assert proc.returncode != 0
     assert "truncated or corrupt" in proc.stdout + proc.stderr
     out_dir = tmp_path / "data" / "local_ild"
     assert not out_dir.exists() or list(out_dir.iterdir()) == []
+
+
+def test_wrong_zenodo_record_fails_without_output(repo_root, inputs, tmp_path):
+    write_config(tmp_path, inputs, lambda c: c["datasets"]["cc_toy"]["zenodo"].update(record=1))
+    proc = snakemake(repo_root, tmp_path, "--cores", "1", "data/cc_toy/showers.h5", check=False)
+    assert proc.returncode != 0
+    assert "Zenodo record 1 not found" in proc.stdout + proc.stderr
+    assert not (tmp_path / "resources" / "cc_toy" / "zenodo" / "manifest.json").exists()

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import yaml
 from snakemake.exceptions import WorkflowError
@@ -20,25 +22,41 @@ def test_the_shipped_config_is_valid(repo_root):
     assert set(cfg["datasets"]) == {"lcd_ele", "atlas_photon", "ild_photon", "ild_photon_50"}
 
 
+D = "datasets"
+
+
+def _ds(c, name="lcd_ele"):
+    return c[D][name]
+
+
 @pytest.mark.parametrize(
     "mutate, message",
     [
         (lambda c: c.update(colour="red"), r"Additional properties are not allowed \('colour' was unexpected\)"),
-        (lambda c: c["datasets"]["lcd_ele"].update(nshowers=5), r"'nshowers' was unexpected"),
-        (lambda c: c["datasets"]["lcd_ele"].update(n_showers="many"), r"'many' is not of type 'integer'"),
-        (lambda c: c["datasets"]["lcd_ele"].update(n_showers=0), r"0 is less than the minimum of 1"),
+        (lambda c: _ds(c).update(nshowers=5), r"'nshowers' was unexpected"),
+        (lambda c: _ds(c).update(n_showers="many"), r"'many' is not of type 'integer', 'null'"),
+        (lambda c: _ds(c).update(n_showers=0), r"0 is less than the minimum of 1"),
         (
-            lambda c: c["datasets"]["lcd_ele"].update(geometry="cms_hgcal"),
-            r"'cms_hgcal' is not one of \['lcd_ecal', 'atlas_em_barrel', 'ild_siw_ecal'\]",
+            lambda c: _ds(c).update(geometry="cms_hgcal"),
+            r"'cms_hgcal' is not one of \['lcd_ecal', 'atlas_em_barrel', 'ild_siw_ecal', 'calochallenge'\]",
         ),
         (
-            lambda c: c["datasets"]["lcd_ele"].update(source="zenodo"),
-            r"'zenodo' is not one of \['synthetic', 'local'\]",
+            lambda c: _ds(c).update(source="cernbox"),
+            r"'cernbox' is not one of \['synthetic', 'local', 'zenodo', 'root'\]",
         ),
-        (lambda c: c["datasets"]["lcd_ele"].update(particle="pion"), r"'pion' is not one of"),
-        (lambda c: c["datasets"]["lcd_ele"]["energy"].pop("max_gev"), r"'max_gev' is a required property"),
-        (lambda c: c["datasets"]["lcd_ele"]["angles"].update(theta_deg=[60, 190]), r"190 is greater than or equal"),
-        (lambda c: c["datasets"]["lcd_ele"].update(source="local"), r"'local' is a required property"),
+        (lambda c: _ds(c).update(particle="muon"), r"'muon' is not one of"),
+        (lambda c: _ds(c)["energy"].pop("max_gev"), r"'max_gev' is a required property"),
+        (lambda c: _ds(c)["angles"].update(theta_deg=[60, 190]), r"190 is greater than or equal"),
+        (lambda c: _ds(c).update(source="local"), r"'local' is a required property"),
+        (lambda c: _ds(c).update(source="zenodo"), r"'zenodo' is a required property"),
+        (lambda c: _ds(c).update(source="root"), r"'root' is a required property"),
+        (lambda c: _ds(c).update(source="zenodo", zenodo={"record": 1, "files": []}), r"\[\] should be non-empty"),
+        (lambda c: _ds(c).update(geometry="calochallenge"), r"'binning' is a required property"),
+        (
+            lambda c: _ds(c).update(source="local", local={"path": "x.h5"}, format="hdf5"),
+            r"'hdf5' is not one of \['canonical', 'lcd_3dgan', 'ild_getting_high', 'calochallenge'\]",
+        ),
+        (lambda c: _ds(c).update(units={"showers": "GW"}), r"'GW' is not one of \['eV', 'keV', 'MeV', 'GeV', 'TeV'\]"),
         (lambda c: c.update(storage={"compression": "zstd"}), r"'zstd' is not one of \['gzip', 'lzf', 'none'\]"),
         (
             lambda c: c["preprocessing"].update(p={"dataset": "lcd_ele", "transforms": [{"name": "power"}]}),
@@ -50,7 +68,7 @@ def test_the_shipped_config_is_valid(repo_root):
             ),
             r"should not be valid under \{\}",
         ),
-        (lambda c: c["datasets"].update({"bad name": c["datasets"]["lcd_ele"]}), r"'bad name' does not match"),
+        (lambda c: c[D].update({"bad name": _ds(c)}), r"'bad name' does not match"),
     ],
 )
 def test_schema_errors_name_key_and_allowed_values(make_config, mutate, message):
@@ -58,6 +76,19 @@ def test_schema_errors_name_key_and_allowed_values(make_config, mutate, message)
     mutate(cfg)
     with pytest.raises(WorkflowError, match=message):
         validate_config(cfg)
+
+
+ROOT = {
+    "path": "h.root",
+    "tree": "t",
+    "depth_axis": "y",
+    "u_axis": "x",
+    "v_axis": "z",
+    "origin_mm": [0, 0],
+    "layer_start_mm": 1811.0,
+    "layer_pitch_mm": 6.6,
+}
+CC = {"geometry": "calochallenge", "binning": {"path": "b.xml", "particle": "photon"}}
 
 
 @pytest.mark.parametrize(
@@ -85,22 +116,34 @@ def test_schema_errors_name_key_and_allowed_values(make_config, mutate, message)
             lambda c: c["preprocessing"].update(p={"dataset": "lcd_ele", "alignment_encoding": "multi_hot"}),
             r"geometry lcd_ecal has no cell alignment",
         ),
-        (lambda c: c["datasets"]["atlas_photon"].update(angles={}), r"needs abs_eta"),
+        (lambda c: _ds(c, "atlas_photon").update(angles={}), r"needs abs_eta"),
+        (lambda c: _ds(c).update(angles={"abs_eta": [0.2, 0.25]}), r"not allowed for geometry lcd_ecal"),
+        (lambda c: _ds(c).update(split={"train": 0.5}), r"train \+ validation \+ test = 0.7, must be 1"),
         (
-            lambda c: c["datasets"]["lcd_ele"].update(angles={"abs_eta": [0.2, 0.25]}),
-            r"not allowed for geometry lcd_ecal",
-        ),
-        (
-            lambda c: c["datasets"]["lcd_ele"].update(split={"train": 0.5}),
-            r"train \+ validation \+ test = 0.7, must be 1",
-        ),
-        (
-            lambda c: c["datasets"]["lcd_ele"].update(energy={"distribution": "uniform", "min_gev": 9, "max_gev": 3}),
+            lambda c: _ds(c).update(energy={"distribution": "uniform", "min_gev": 9, "max_gev": 3}),
             r"min_gev 9 > max_gev 3",
         ),
+        (lambda c: _ds(c).update(particle="pion"), r"datasets\.lcd_ele\.particle: the simulator makes electromagnetic"),
+        (lambda c: _ds(c).update(**CC, angles={}), r"calochallenge has no simulator"),
         (
-            lambda c: c["datasets"]["lcd_ele"].update(source="local", local={"path": "x.h5"}),
-            r"n_showers: only for source synthetic",
+            lambda c: _ds(c).update(source="local", local={"path": "x.h5"}, format="ild_getting_high"),
+            r"datasets\.lcd_ele\.format: ild_getting_high holds geometry \['ild_siw_ecal'\], not 'lcd_ecal'",
+        ),
+        (lambda c: _ds(c).update(format="lcd_3dgan"), r"format: only for sources local and zenodo"),
+        (lambda c: _ds(c, "atlas_photon").update(source="root", root=ROOT), r"source root needs a grid geometry"),
+        (lambda c: _ds(c).update(source="root", root={**ROOT, "u_axis": "y"}), r"three different coordinates"),
+        (
+            lambda c: _ds(c).update(source="root", root={**ROOT, "layer_edges_mm": [0, 1, 2]}),
+            r"layer_edges_mm: 3 values, geometry lcd_ecal has 25 layers \(needs 26 edges\)",
+        ),
+        (
+            lambda c: _ds(c).update(source="root", root={k: v for k, v in ROOT.items() if k != "layer_pitch_mm"}),
+            r"give layer_edges_mm, or layer_start_mm and layer_pitch_mm",
+        ),
+        (lambda c: _ds(c).update(export=["calochallenge"]), r"calochallenge export needs geometry"),
+        (
+            lambda c: _ds(c).update(source="local", local={"path": "x.h5"}, format="calochallenge", **CC),
+            r"datasets\.lcd_ele\.angles: the CaloChallenge files store no angles",
         ),
     ],
 )
@@ -109,3 +152,18 @@ def test_cross_key_errors(make_config, mutate, message):
     mutate(cfg)
     with pytest.raises(ConfigError, match=message):
         validate_config(cfg)
+
+
+@pytest.mark.parametrize(
+    "preset", sorted(p.name for p in (Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml"))
+)
+def test_shipped_presets_merge_into_a_valid_config(repo_root, preset):
+    from snakemake.utils import update_config
+
+    cfg = yaml.safe_load((repo_root / "config.yaml").read_text())
+    (path,) = list((repo_root / "configs").rglob(preset))
+    update_config(cfg, yaml.safe_load(path.read_text()))
+    cfg = validate_config(cfg)
+    for ds in cfg["datasets"].values():
+        if ds["source"] == "zenodo":
+            assert ds["zenodo"]["api_base"] == "https://zenodo.org/api"

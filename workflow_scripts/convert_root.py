@@ -1,11 +1,12 @@
-"""Snakemake adapter: validate a local HDF5 file and convert it to the canonical layout."""
+"""Snakemake adapter: voxelise ROOT hit trees into data/{dataset}/showers.h5."""
 
-from calofast.datasets import import_local
 from calofast.logs import job_log
+from calofast.root_source import convert_root
 
 with job_log(snakemake.log[0]):
-    import_local(
+    convert_root(
         snakemake.params.dataset,
+        list(snakemake.input.files),
         snakemake.output.h5,
         repo=snakemake.scriptdir,
         storage=snakemake.params.storage,

@@ -1,0 +1,278 @@
+import logging
+
+import h5py
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+from calofast import calochallenge, io
+from calofast.formats import convert_files
+from calofast.geometry import file_geometry
+from calofast.provenance import sha256_file
+from tests.fakes.inputs import write_calochallenge
+
+RNG = np.random.default_rng(4)
+
+
+def _ds(dataset_cfg, name="lcd_ele", **kw):
+    ds = dataset_cfg(name)
+    ds.pop("n_showers")
+    ds.update(source="local", local={"path": "unused"}, format="canonical", invalid_cells="reject", export=[])
+    ds.update(kw)
+    return ds
+
+
+def _canonical_file(path, n=12, shape=(51, 51, 25), keys=("showers", "energy", "theta"), unit=1e-3, nan_row=None):
+    with h5py.File(path, "w") as f:
+        showers = RNG.exponential(1.0, (n, *shape)).astype(np.float32) * unit
+        if nan_row is not None:
+            showers[nan_row, 0, 0, 0] = np.nan
+        data = {"showers": showers, "energy": RNG.uniform(10, 400, (n, 1)), "theta": RNG.uniform(1.1, 2.0, n)}
+        for k in keys:
+            f[k] = data[k]
+    return path
+
+
+def test_canonical_files_with_units(dataset_cfg, tmp_path):
+    a = _canonical_file(tmp_path / "a.h5", n=7)
+    b = _canonical_file(tmp_path / "b.h5", n=9)
+    ds = _ds(dataset_cfg, units={"showers": "GeV", "energy": "GeV"}, n_showers=12)
+    out = convert_files(ds, [a, b], tmp_path / "out.h5", chunk_size=4, progress=False, checksums={str(a): {"md5": "x"}})
+    with h5py.File(a) as fa, h5py.File(b) as fb, h5py.File(out) as fo:
+        showers = np.concatenate([fa["showers"][:], fb["showers"][:5]]) * 1e3
+        assert fo["showers"].shape[0] == 12  # capped by n_showers
+        assert_allclose(fo["showers"][:], showers, rtol=1e-6)
+        assert_allclose(fo["energy"][:7], fa["energy"][:, 0] * 1e3, rtol=1e-6)
+        assert_allclose(fo["theta"][7:], fb["theta"][:5], rtol=1e-6)
+        prov = io.read_attrs(fo)["provenance"]
+        assert prov["inputs"][str(a)] == {"md5": "x"}
+        assert prov["inputs"][str(b)]["sha256"] == sha256_file(b)
+        assert prov["format"] == "canonical"
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    return path
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p, r"nope\.h5 does not exist"),
+        (lambda p: _truncate(_canonical_file(p)), r"truncated or corrupt"),
+        (lambda p: _canonical_file(p, keys=("showers", "energy")), r"dataset 'theta' is missing"),
+        (
+            lambda p: _canonical_file(p, shape=(25, 51, 51)),
+            r"dataset 'showers' has shape \(12, 25, 51, 51\); geometry 'lcd_ecal' needs \(N, 51, 51, 25\)",
+        ),
+        (
+            lambda p: _canonical_file(p, nan_row=4),
+            r"'showers' has 1 negative or NaN cells in rows 0-4 \(first at row 4\); set invalid_cells: clip",
+        ),
+        (lambda p: _canonical_file(p, unit=-1e-3), r"negative or NaN cells"),
+    ],
+)
+def test_input_errors_name_file_and_key(dataset_cfg, tmp_path, make, message):
+    src = tmp_path / "nope.h5"
+    make(src)
+    out = tmp_path / "out" / "showers.h5"
+    ds = _ds(dataset_cfg, units={"showers": "GeV", "energy": "GeV"})
+    with pytest.raises(io.DataFormatError, match=message):
+        convert_files(ds, [src], out, chunk_size=5, progress=False)
+    assert not out.exists()
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []
+
+
+def test_energy_outside_declared_range(dataset_cfg, tmp_path):
+    src = _canonical_file(tmp_path / "in.h5")
+    ds = _ds(dataset_cfg, units={"showers": "GeV", "energy": "MeV"})  # energies now read as 10-400 MeV
+    with pytest.raises(io.DataFormatError, match=r"outside the 2-500 GeV that the dataset config declares"):
+        convert_files(ds, [src], tmp_path / "out.h5", progress=False)
+    assert not (tmp_path / "out.h5").exists()
+
+
+def test_clip_policy_counts_cells(dataset_cfg, tmp_path):
+    src = _canonical_file(tmp_path / "in.h5", nan_row=2)
+    ds = _ds(dataset_cfg, units={"showers": "GeV", "energy": "GeV"}, invalid_cells="clip")
+    out = convert_files(ds, [src], tmp_path / "o.h5", progress=False)
+    with h5py.File(out) as f:
+        assert f["showers"][2, 0, 0, 0] == 0.0
+        assert io.read_attrs(f)["provenance"]["invalid_cells_clipped"] == 1
+
+
+def test_alignment_angles_and_geometry_attribute(dataset_cfg, shower_files, tmp_path):
+    src = tmp_path / "atlas.h5"
+    with h5py.File(shower_files["atlas_photon"]) as f, h5py.File(src, "w") as g:
+        for key in f:
+            g[key] = f[key][:]
+        original = int(g["alignment"][7])
+        g["alignment"][7] = 9
+    ds = _ds(dataset_cfg, "atlas_photon")
+    with pytest.raises(io.DataFormatError, match=r"dataset 'alignment' row 7 is 9; labels must be 0..7"):
+        convert_files(ds, [src], tmp_path / "out.h5", progress=False)
+    with h5py.File(src, "a") as g:
+        g["alignment"][7] = original
+        eta3 = float(g["eta"][3])
+        g["eta"][3] = np.nan
+    with pytest.raises(io.DataFormatError, match=r"dataset 'eta' row 3 is nan; values must be finite"):
+        convert_files(ds, [src], tmp_path / "out.h5", progress=False)
+    with h5py.File(src, "a") as g:
+        g["eta"][3] = eta3
+        g.attrs["geometry"] = "lcd_ecal"
+    with pytest.raises(io.DataFormatError, match=r"attribute 'geometry' is 'lcd_ecal' but the dataset config says"):
+        convert_files(ds, [src], tmp_path / "out.h5", progress=False)
+    assert not (tmp_path / "out.h5").exists()
+    with h5py.File(src, "a") as g:
+        g.attrs["geometry"] = "atlas_em_barrel"
+    convert_files(ds, [src], tmp_path / "out.h5", progress=False)
+    with h5py.File(tmp_path / "out.h5") as f, h5py.File(shower_files["atlas_photon"]) as ref:
+        assert_array_equal(f["alignment"][:], ref["alignment"][:])
+        assert_array_equal(f["eta"][:], ref["eta"][:])
+        assert_array_equal(f["showers"][:], ref["showers"][:])
+
+
+def test_lcd_3dgan_files(dataset_cfg, shower_files, tmp_path, caplog):
+    # a 3DGAN-format file made from simulated showers: cells and energies in GeV, theta in rad
+    src = tmp_path / "EleEscan_RandomAngle_1_1.h5"
+    with h5py.File(shower_files["lcd_ele"]) as f, h5py.File(src, "w") as g:
+        g["ECAL"] = f["showers"][:] / 1e3
+        g["energy"] = f["energy"][:][:, None] / 1e3
+        g["theta"] = f["theta"][:]
+        g["eta"] = -np.log(np.tan(f["theta"][:] / 2))
+    ds = _ds(dataset_cfg, format="lcd_3dgan")
+    out = convert_files(ds, [src], tmp_path / "out.h5", progress=False)
+    with h5py.File(out) as fo, h5py.File(shower_files["lcd_ele"]) as ref:
+        assert_allclose(fo["showers"][:], ref["showers"][:], rtol=1e-5, atol=1e-9)
+        assert_allclose(fo["energy"][:], ref["energy"][:], rtol=1e-6)
+        assert_allclose(fo["theta"][:], ref["theta"][:], rtol=1e-6)
+    assert "Are units" not in caplog.text
+    # cells stored 1000x too large (e.g. MeV read as GeV) give a unit warning
+    with h5py.File(src, "a") as g:
+        g["ECAL"][...] = g["ECAL"][:] * 1000
+    with caplog.at_level(logging.WARNING):
+        convert_files(ds, [src], tmp_path / "out2.h5", progress=False)
+    assert "median E_sum/E_inc" in caplog.text and "Are units.showers / units.energy right?" in caplog.text
+    with h5py.File(src, "a") as g:
+        del g["ECAL"]
+        g["ECAL"] = np.zeros((40, 25, 25, 25), dtype=np.float32)
+    with pytest.raises(io.DataFormatError, match=r"dataset 'ECAL' has shape \(40, 25, 25, 25\)"):
+        convert_files(ds, [src], tmp_path / "out3.h5", progress=False)
+
+
+def test_ild_getting_high_layout_is_transposed(dataset_cfg, tmp_path):
+    src = tmp_path / "gamma.hdf5"
+    layers = np.zeros((3, 30, 30, 30), dtype=np.float32)
+    layers[0, 4, 7, 11] = 2.5  # [layer, x, z(beam)]
+    layers[1] = 0.01
+    layers[2, 0, 0, 0] = 1.0
+    with h5py.File(src, "w") as g:
+        grp = g.create_group("30x30")
+        grp["layers"] = layers
+        grp["energy"] = np.array([[50.0], [20.0], [90.0]])
+    ds = _ds(dataset_cfg, "ild_photon", format="ild_getting_high")
+    out = convert_files(ds, [src], tmp_path / "o.h5", progress=False)
+    with h5py.File(out) as f:
+        s = f["showers"][:]
+        assert s.shape == (3, 30, 30, 30)
+        assert s[0, 7, 11, 4] == pytest.approx(2.5)  # canonical (x, y=beam, z=layer)
+        assert s[0].sum() == pytest.approx(2.5)
+        assert_allclose(f["energy"][:], [50e3, 20e3, 90e3])
+    with h5py.File(src, "a") as g:
+        del g["30x30/energy"]
+    with pytest.raises(io.DataFormatError, match=r"dataset '30x30/energy' is missing .*found \['30x30/layers'\]"):
+        convert_files(ds, [src], tmp_path / "o2.h5", progress=False)
+
+
+@pytest.fixture
+def cc_files(tmp_path):
+    return write_calochallenge(tmp_path)
+
+
+def _cc_ds(dataset_cfg, xml, **kw):
+    return _ds(
+        dataset_cfg,
+        "atlas_photon",
+        geometry="calochallenge",
+        binning={"path": str(xml), "particle": "photon"},
+        format="calochallenge",
+        angles={},
+        energy={"distribution": "log_uniform", "min_gev": 0.256, "max_gev": 4194.304},
+        **kw,
+    )
+
+
+def test_calochallenge_binning_geometry(cc_files):
+    xml, _ = cc_files
+    layers = calochallenge.read_binning(xml, "photon")
+    assert [ly.n_voxels for ly in layers] == [2, 12, 0, 2]
+    g = calochallenge.CaloChallengeGeometry(layers, "photon")
+    assert g.cell_shape == (16,) and g.n_layers == 3
+    x = np.arange(32, dtype=float).reshape(2, 16)
+    assert_allclose(
+        g.layer_energies(x),
+        [[0 + 1, sum(range(2, 14)), 14 + 15], [16 + 17, sum(range(18, 30)), 30 + 31]],
+    )
+    edges, prof = g.radial_profile(x)
+    assert_allclose(edges, [0, 2, 5, 10, 40])
+    assert_allclose(prof.sum(axis=1), x.sum(axis=1))
+    with pytest.raises(
+        calochallenge.BinningError, match=r"no <Bin name='electron'>; the file has \['photon', 'pion'\]"
+    ):
+        calochallenge.read_binning(xml, "electron")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("<Bins><Bin name='photon'><Layer id='0' r_edges='0,5'", "not valid XML"),
+        ("<Bins><Bin name='photon'></Bin></Bins>", "has no <Layer> elements"),
+        ("<Bins><Bin name='photon'><Layer id='0' r_edges='0,9,5'/></Bin></Bins>", "must rise from 0"),
+        ("<Bins><Bin name='photon'><Layer id='x' r_edges='0,5'/></Bin></Bins>", "is malformed"),
+    ],
+)
+def test_bad_binning_files(tmp_path, text, message):
+    xml = tmp_path / "b.xml"
+    xml.write_text(text)
+    with pytest.raises(calochallenge.BinningError, match=message):
+        calochallenge.read_binning(xml, "photon")
+    with pytest.raises(calochallenge.BinningError, match="does not exist"):
+        calochallenge.read_binning(tmp_path / "missing.xml", "photon")
+
+
+def test_calochallenge_import_and_export_round_trip(dataset_cfg, cc_files, tmp_path):
+    xml, src = cc_files
+    out = convert_files(_cc_ds(dataset_cfg, xml), [src], tmp_path / "canonical.h5", progress=False)
+    with h5py.File(out) as f:
+        attrs = io.check_canonical(f, out, "calochallenge")
+        assert file_geometry(attrs).cell_shape == (16,)
+        assert attrs["binning"][1] == {"id": 1, "r_edges": [0, 2, 5, 10], "n_alpha": 4}
+    exported = calochallenge.export(out, tmp_path / "export" / "dataset_toy.hdf5")
+    with h5py.File(src) as a, h5py.File(exported) as b:
+        assert set(b) == {"incident_energies", "showers"}
+        assert_array_equal(a["showers"][:], b["showers"][:])
+        assert_allclose(a["incident_energies"][:], b["incident_energies"][:])
+        assert b["incident_energies"].shape == (4, 1)
+
+
+def test_calochallenge_voxel_mismatch_and_export_refusal(dataset_cfg, cc_files, shower_files, tmp_path):
+    xml, src = cc_files
+    with h5py.File(src, "a") as g:
+        del g["showers"]
+        g["showers"] = np.zeros((4, 15), dtype=np.float32)
+    with pytest.raises(io.DataFormatError, match=r"has shape \(4, 15\); .* the binning XML defines 16 voxels"):
+        convert_files(_cc_ds(dataset_cfg, xml), [src], tmp_path / "c.h5", progress=False)
+    with pytest.raises(calochallenge.BinningError, match="only datasets with geometry calochallenge"):
+        calochallenge.export(shower_files["lcd_ele"], tmp_path / "x.hdf5")
+    assert not (tmp_path / "x.hdf5").exists()
+
+
+@pytest.mark.parametrize("bad_value", [np.nan, -5.0, 0.0])
+def test_nan_or_negative_incident_energy(dataset_cfg, tmp_path, bad_value):
+    src = _canonical_file(tmp_path / "in.h5")
+    with h5py.File(src, "a") as f:
+        f["energy"][6, 0] = bad_value
+    ds = _ds(dataset_cfg, units={"showers": "GeV", "energy": "GeV"})
+    with pytest.raises(io.DataFormatError, match=r"dataset 'energy' has a non-positive or NaN value at row 6"):
+        convert_files(ds, [src], tmp_path / "out.h5", chunk_size=4, progress=False)
+    assert not (tmp_path / "out.h5").exists()

@@ -1,0 +1,96 @@
+import awkward as ak
+import h5py
+import pytest
+from numpy.testing import assert_allclose
+
+from calofast import io
+from calofast.geometry import get_geometry
+from calofast.root_source import convert_root, layer_edges
+from tests.fakes.inputs import ILD_LAYER_EDGES, ild_hits, write_root
+
+EDGES = ILD_LAYER_EDGES
+
+
+def _ds(dataset_cfg, path, **root):
+    ds = dataset_cfg("ild_photon")
+    ds.pop("n_showers")
+    cfg = {
+        "path": str(path),
+        "tree": "photonSIM",
+        "depth_axis": "y",
+        "u_axis": "x",
+        "v_axis": "z",
+        "origin_mm": [10.0, -20.0],
+        "layer_edges_mm": EDGES,
+        "branches": {},
+    }
+    cfg.update(root)
+    ds.update(source="root", root=cfg)
+    return ds
+
+
+@pytest.fixture
+def root_file(shower_files, tmp_path):
+    with h5py.File(shower_files["ild_photon"]) as f:
+        showers, energy = f["showers"][:12], f["energy"][:12]
+    branches = ild_hits(showers, energy, origin=(10.0, -20.0))
+    branches["scpox"] = ak.concatenate([branches["scpox"][:, :], ak.Array([[500.0]] * 12)], axis=1)  # one far hit
+    for key in ("scpoy", "scpoz"):
+        branches[key] = ak.concatenate([branches[key], ak.Array([[1900.0]] * 12)], axis=1)
+    branches["scene"] = ak.concatenate([branches["scene"], ak.Array([[0.001]] * 12)], axis=1)
+    path = write_root(tmp_path / "photons.root", branches)
+    return path, showers, energy
+
+
+def test_voxelised_hits_reproduce_the_showers(dataset_cfg, root_file, tmp_path):
+    path, showers, energy = root_file
+    out = convert_root(_ds(dataset_cfg, path), [path], tmp_path / "o.h5", step_size=5, progress=False)
+    with h5py.File(out) as f:
+        assert_allclose(f["showers"][:], showers, rtol=1e-5, atol=1e-6)
+        assert_allclose(f["energy"][:], energy, rtol=1e-6)
+        prov = io.read_attrs(f)["provenance"]
+    total = showers.sum() * 1e-3 + 12 * 0.001  # GeV, cells plus the far hits
+    assert prov["hit_energy_outside_window"] == pytest.approx(12 * 0.001 / total, rel=1e-4)
+
+
+def test_layer_edges_from_start_and_pitch():
+    assert_allclose(layer_edges({"layer_start_mm": 10.0, "layer_pitch_mm": 2.0}, 3), [10, 12, 14, 16])
+    with pytest.raises(ValueError, match="needs 4 rising values"):
+        layer_edges({"layer_edges_mm": [0, 1, 1, 2]}, 3)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"branches": {"e": "sce"}}, r"tree 'photonSIM' lacks branch\(es\) \['sce'\]; it has \["),
+        ({"tree": "MyLCTuple"}, r"no tree 'MyLCTuple' in the file"),
+    ],
+)
+def test_root_errors(dataset_cfg, root_file, tmp_path, change, message):
+    path, _, _ = root_file
+    with pytest.raises(io.DataFormatError, match=message):
+        convert_root(_ds(dataset_cfg, path, **change), [path], tmp_path / "o.h5", progress=False)
+    assert not (tmp_path / "o.h5").exists()
+
+
+def test_root_energy_outside_range_and_missing_file(dataset_cfg, root_file, tmp_path):
+    path, _, _ = root_file
+    ds = _ds(dataset_cfg, path, energy_unit="MeV")  # reads 10-100 GeV as MeV
+    with pytest.raises(io.DataFormatError, match=r"branch 'mcene' event 0 is .* GeV, not a positive energy inside"):
+        convert_root(ds, [path], tmp_path / "o.h5", progress=False)
+    assert not (tmp_path / "o.h5").exists()
+    with pytest.raises(io.DataFormatError, match="does not exist"):
+        convert_root(_ds(dataset_cfg, path), [tmp_path / "none.root"], tmp_path / "o.h5", progress=False)
+    broken = tmp_path / "broken.root"
+    broken.write_bytes(b"root" * 10)
+    with pytest.raises(io.DataFormatError, match="cannot read ROOT file"):
+        convert_root(_ds(dataset_cfg, broken), [broken], tmp_path / "o.h5", progress=False)
+
+
+def test_root_needs_a_grid_geometry(dataset_cfg, root_file, tmp_path):
+    path, _, _ = root_file
+    ds = _ds(dataset_cfg, path)
+    ds["geometry"] = "atlas_em_barrel"
+    with pytest.raises(io.DataFormatError, match="needs a grid geometry"):
+        convert_root(ds, [path], tmp_path / "o.h5", progress=False)
+    assert get_geometry("ild_siw_ecal").cell_shape == (30, 30, 30)
