@@ -161,7 +161,7 @@ def simulate_dataset(
         keys,
         canonical_attrs(ds, geometry, prov),
         n_rows=n_total,
-        **_storage_kwargs(storage),
+        **io.storage_kwargs(storage),
     ) as writer:
         for arrays in _blocks(ds, n_blocks, workers):
             writer.append(arrays)
@@ -169,14 +169,6 @@ def simulate_dataset(
         writer.commit()
     bar.close()
     return Path(out_path)
-
-
-def _storage_kwargs(storage: dict[str, Any] | None) -> dict[str, Any]:
-    storage = storage or {}
-    return {
-        "compression": storage.get("compression", "gzip"),
-        "compression_level": storage.get("compression_level", 1),
-    }
 
 
 def _blocks(ds: dict[str, Any], n_blocks: int, workers: int):

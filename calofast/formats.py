@@ -182,7 +182,6 @@ def convert_files(
     lo_gev, hi_gev = energy_range_gev(ds)
     n_bad = 0
     written = 0
-    storage = storage or {}
     bar = progress_bar(n_out, f"convert {ds.get('name', '')}", progress)
     with io.ShowerWriter(
         out_path,
@@ -190,8 +189,7 @@ def convert_files(
         keys,
         attrs,
         n_rows=n_out,
-        compression=storage.get("compression", "gzip"),
-        compression_level=storage.get("compression_level", 1),
+        **io.storage_kwargs(storage),
     ) as w:
         for path, size in zip(files, sizes):
             if written >= n_out:

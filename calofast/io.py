@@ -201,6 +201,15 @@ class ShowerWriter:
         return self._atomic.commit()
 
 
+def storage_kwargs(storage: dict[str, Any] | None) -> dict[str, Any]:
+    """ShowerWriter compression arguments from the config's ``storage`` block."""
+    storage = storage or {}
+    return {
+        "compression": storage.get("compression", "gzip"),
+        "compression_level": storage.get("compression_level", 1),
+    }
+
+
 def _aux_spec(key: str) -> tuple[Any, tuple[int, ...]]:
     if key in AUX_DTYPES:
         return AUX_DTYPES[key], ()

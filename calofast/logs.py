@@ -38,29 +38,16 @@ def job_log(path: str | os.PathLike) -> Iterator[logging.Logger]:
             sys.stderr = old_stderr
 
 
-def progress(total: int, desc: str, enabled: bool = True) -> tqdm:
-    """A progress bar in showers; sparse updates when writing to a log file."""
+def progress(total: int, desc: str, enabled: bool = True, unit: str = "shower") -> tqdm:
+    """A progress bar (showers, or bytes with rate for ``unit="B"``); sparse updates in log files."""
     interactive = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+    scale = {"unit_scale": True, "unit_divisor": 1024} if unit == "B" else {}
     return tqdm(
         total=total,
-        unit="shower",
+        unit=unit,
         desc=desc,
         disable=not enabled,
         mininterval=0.1 if interactive else 10.0,
         file=sys.stderr,
-    )
-
-
-def progress_bar_bytes(total: int, desc: str, enabled: bool = True) -> tqdm:
-    """A progress bar in bytes with transfer rate (downloads)."""
-    interactive = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
-    return tqdm(
-        total=total,
-        unit="B",
-        unit_scale=True,
-        unit_divisor=1024,
-        desc=desc,
-        disable=not enabled,
-        mininterval=0.1 if interactive else 10.0,
-        file=sys.stderr,
+        **scale,
     )

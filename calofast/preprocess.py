@@ -367,8 +367,7 @@ def run_preprocessing(
                 out_keys,
                 {**file_attrs, "split": s},
                 showers_key="x",
-                compression=(storage or {}).get("compression", "gzip"),
-                compression_level=(storage or {}).get("compression_level", 1),
+                **io.storage_kwargs(storage),
             )
         bar = progress_bar(n_total, "preprocess", progress)
         for first, chunk in io.iter_chunks(in_path, chunk_size, ("showers", *keys)):

@@ -114,7 +114,6 @@ def convert_root(
     lo_gev, hi_gev = energy_range_gev(ds)
     lost_energy = total_energy = 0.0
     written = 0
-    storage = storage or {}
     bar = progress_bar(n_out, f"voxelise {ds.get('name', '')}", progress)
     with io.ShowerWriter(
         out_path,
@@ -122,8 +121,7 @@ def convert_root(
         ("showers", "energy"),
         canonical_attrs(ds, geometry, prov),
         n_rows=n_out,
-        compression=storage.get("compression", "gzip"),
-        compression_level=storage.get("compression_level", 1),
+        **io.storage_kwargs(storage),
     ) as w:
         for path, size in zip(files, sizes):
             if written >= n_out:

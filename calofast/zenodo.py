@@ -23,7 +23,7 @@ from typing import Any
 
 import requests
 
-from calofast.logs import progress_bar_bytes
+from calofast.logs import progress as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def download(
     part = dest.with_name(dest.name + ".part")
     session = session or requests.Session()
     for check in range(2):
-        bar = progress_bar_bytes(remote.size, remote.key, progress)
+        bar = progress_bar(remote.size, remote.key, progress, unit="B")
         try:
             for attempt in range(retries + 1):
                 try:
