@@ -50,13 +50,18 @@ def git_commit(path: str | os.PathLike | None = None) -> str:
     return commit + ("+dirty" if dirty else "")
 
 
-def sha256_file(path: str | os.PathLike, block: int = 1 << 22) -> str:
-    """SHA-256 of a file, read in blocks."""
-    h = hashlib.sha256()
+def file_hash(path: str | os.PathLike, algorithm: str = "sha256", block: int = 1 << 22) -> str:
+    """Hex digest of a file (``hashlib`` algorithm name), read in blocks."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while chunk := f.read(block):
             h.update(chunk)
     return h.hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """SHA-256 of a file."""
+    return file_hash(path, "sha256")
 
 
 def provenance(

@@ -9,7 +9,6 @@ verified file means it is never downloaded (or hashed) again.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import json
 import logging
 import os
@@ -24,6 +23,7 @@ from typing import Any
 import requests
 
 from calofast.logs import progress as progress_bar
+from calofast.provenance import file_hash
 
 log = logging.getLogger(__name__)
 
@@ -115,12 +115,9 @@ def select_files(files: list[RemoteFile], patterns: list[str]) -> list[RemoteFil
     return sorted(chosen, key=lambda f: order[f.key])
 
 
-def md5_file(path: str | os.PathLike, block: int = 1 << 22) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
+def md5_file(path: str | os.PathLike) -> str:
+    """md5 of a file (the checksum Zenodo lists)."""
+    return file_hash(path, "md5")
 
 
 def _marker(dest: Path) -> Path:
