@@ -276,3 +276,47 @@ def test_nan_or_negative_incident_energy(dataset_cfg, tmp_path, bad_value):
     with pytest.raises(io.DataFormatError, match=r"dataset 'energy' has a non-positive or NaN value at row 6"):
         convert_files(ds, [src], tmp_path / "out.h5", chunk_size=4, progress=False)
     assert not (tmp_path / "out.h5").exists()
+
+
+def _xml(layers, particle="photon"):
+    body = "".join(
+        f'<Layer id="{i}" r_edges="{",".join(str(round(x, 3)) for x in edges)}" n_bin_alpha="{n_alpha}"/>'
+        for i, edges, n_alpha in layers
+    )
+    return f'<Bins><Bin pid="0" name="{particle}">{body}</Bin></Bins>'
+
+
+def _radial(n_r, step=1.0):
+    return [step * k for k in range(n_r + 1)]
+
+
+@pytest.mark.parametrize(
+    "particle, layers, voxels",
+    [
+        # dataset 1 photons: layers 0, 1, 2, 3, 12 with 8x1, 16x10, 19x10, 5x1, 5x1 (r x alpha) bins
+        (
+            "photon",
+            [(0, _radial(8), 1), (1, _radial(16), 10), (2, _radial(19), 10), (3, _radial(5), 1)]
+            + [(i, [0.0], 1) for i in range(4, 12)]
+            + [(12, _radial(5), 1), (13, [0.0], 1), (14, [0.0], 1)],
+            368,
+        ),
+        # dataset 1 pions: 8x1, 10x10, 10x10, 5x1, then layers 12-14 with 15x10, 16x10, 10x1
+        (
+            "pion",
+            [(0, _radial(8), 1), (1, _radial(10), 10), (2, _radial(10), 10), (3, _radial(5), 1)]
+            + [(i, [0.0], 1) for i in range(4, 12)]
+            + [(12, _radial(15), 10), (13, _radial(16), 10), (14, _radial(10), 1)],
+            533,
+        ),
+        # dataset 2: 45 layers of 9 r bins (4.65 mm) x 16 alpha bins; dataset 3: 18 r bins (2.325 mm) x 50 alpha
+        ("electron", [(i, _radial(9, 4.65), 16) for i in range(45)], 6480),
+        ("electron", [(i, _radial(18, 2.325), 50) for i in range(45)], 40500),
+    ],
+)
+def test_calochallenge_voxel_counts_of_the_four_datasets(tmp_path, particle, layers, voxels):
+    # layer structure of the challenge's binning files (r edges other than ds2/ds3 are placeholders)
+    xml = tmp_path / "binning.xml"
+    xml.write_text(_xml(layers, particle))
+    g = calochallenge.CaloChallengeGeometry(calochallenge.read_binning(xml, particle), particle)
+    assert g.n_voxels == voxels
