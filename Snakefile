@@ -15,6 +15,10 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/preprocess.smk"
 include: "rules/quicklook.smk"
+include: "rules/train.smk"
+include: "rules/select.smk"
+include: "rules/generate.smk"
+include: "rules/validate.smk"
 
 
 rule all:

@@ -32,6 +32,7 @@ def validate_config(config: dict[str, Any], schema: str | os.PathLike = DEFAULT_
     config = copy.deepcopy(config)
     validate(config, str(schema))
     check_config(config)
+    check_models(config)
     return config
 
 
@@ -148,3 +149,54 @@ def check_config(config: dict[str, Any]) -> None:
                 )
         if prep.get("alignment_encoding", "none") != "none" and not has_alignment:
             raise ConfigError(f"{where}.alignment_encoding: geometry {ds['geometry']} has no cell alignment")
+
+
+def check_models(config: dict[str, Any]) -> None:
+    """Models: their dataset and stage preprocessings, architecture and conditions."""
+    from calofast.models import get_model
+
+    datasets, preps = config["datasets"], config.get("preprocessing") or {}
+    for name, model in (config.get("models") or {}).items():
+        where = f"models.{name}"
+        if model["dataset"] not in datasets:
+            raise ConfigError(
+                f"{where}.dataset: unknown dataset {model['dataset']!r}; known datasets: {sorted(datasets)}"
+            )
+        _, cfg_cls = get_model(model["type"])
+        try:
+            arch = cfg_cls(**model.get("architecture", {}))
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{where}.architecture: {err}") from None
+        ds = datasets[model["dataset"]]
+        if model["type"] == "3dgan" and ds["geometry"] != "lcd_ecal":
+            raise ConfigError(
+                f"{where}: 3dgan generates 51x51x25 LCD images; dataset {model['dataset']!r} is {ds['geometry']}"
+            )
+        names = [s["name"] for s in model["stages"]]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{where}.stages: stage names must be unique, got {names}")
+        for i, stage in enumerate(model["stages"]):
+            sw = f"{where}.stages[{i}]"
+            prep = preps.get(stage["preprocessing"])
+            if prep is None:
+                raise ConfigError(
+                    f"{sw}.preprocessing: unknown preprocessing {stage['preprocessing']!r}; known: {sorted(preps)}"
+                )
+            if prep["dataset"] != model["dataset"]:
+                raise ConfigError(
+                    f"{sw}.preprocessing: {stage['preprocessing']!r} reads dataset {prep['dataset']!r}, "
+                    f"the model learns {model['dataset']!r}"
+                )
+            transforms = prep.get("transforms") or []
+            if model["type"] == "3dgan":
+                if prep.get("pool"):
+                    raise ConfigError(f"{sw}.preprocessing: 3dgan needs unpooled 51x51x25 showers")
+                last = transforms[-1] if transforms else {}
+                if last.get("name") != "power" or not math.isclose(last.get("exponent", 0), arch.power):
+                    raise ConfigError(
+                        f"{sw}.preprocessing: 3dgan's discriminator undoes x^{arch.power} to compute E_sum, so the "
+                        f"last transform of {stage['preprocessing']!r} must be {{name: power, exponent: {arch.power}}}"
+                    )
+        gen = model["generation"]
+        if gen["conditions"] == "grid" and not gen.get("grid"):
+            raise ConfigError(f"{where}.generation: conditions grid needs generation.grid.energy_gev")

@@ -250,3 +250,99 @@ def plot_quicklook(
         json.dump(numbers, f, indent=2)
     os.replace(tmp, out_json)
     return numbers
+
+
+def _profile_stats(path, key: str, pipe=None, max_showers: int = 10_000, chunk: int = 256) -> dict[str, Any]:
+    """E_inc, E_sum and mean layer profile [MeV] of a file, streamed in chunks.
+
+    ``key`` is ``showers`` (canonical) or ``x`` (a preprocessed split, inverted with ``pipe``).
+    """
+    e, esum, prof, n = [], [], 0.0, 0
+    for _, c in io.iter_chunks(path, chunk, (key, "energy"), stop=max_showers):
+        energy = c["energy"].astype(np.float64)
+        cells = (pipe.inverse(c[key], energy) if pipe is not None else c[key]).astype(np.float64)
+        e.append(energy)
+        esum.append(cells.reshape(len(cells), -1).sum(axis=1))
+        prof = prof + cells.sum(axis=tuple(range(1, cells.ndim - 1))).sum(axis=0)
+        n += len(cells)
+    if n == 0:
+        raise io.DataFormatError(f"{path}: no showers")
+    return {"energy": np.concatenate(e), "esum": np.concatenate(esum), "profile": prof / n, "n": n}
+
+
+def plot_comparison(
+    reference_split: str | os.PathLike,
+    transforms: str | os.PathLike,
+    generated: str | os.PathLike,
+    out_png: str | os.PathLike,
+    out_pdf: str | os.PathLike,
+    out_json: str | os.PathLike,
+    label: str,
+    max_showers: int = 10_000,
+    n_bins: int = 5,
+) -> dict[str, Any]:
+    """Reference (a preprocessed split, inverted) vs generated: E_sum/E_p in energy bins
+    and the mean longitudinal profile; writes PNG, PDF and the numbers (JSON)."""
+    from calofast.observables import energy_bins, sampling_fraction_score
+    from calofast.preprocess import Pipeline
+
+    pipe = Pipeline.from_json(transforms)
+    ref = _profile_stats(reference_split, "x", pipe, max_showers)
+    gen = _profile_stats(generated, "showers", None, max_showers)
+    edges = energy_bins(ref["energy"], n_bins)
+    score = sampling_fraction_score(ref["energy"], ref["esum"], gen["energy"], gen["esum"], edges)
+    hep.style.use("ROOT")
+    plt.rcParams.update({"font.size": 14, "axes.labelsize": 16, "axes.titlesize": 16, "legend.fontsize": 13})
+    fig, axes = plt.subplots(1, 2, figsize=(15, 6.5))
+    ax = axes[0]
+    mids = [0.5 * (b["lo_gev"] + b["hi_gev"]) for b in score["bins"]]
+    for key, name, style in (("sf_data", "reference (test split)", "o"), ("sf_gen", label, "s")):
+        values = [b[key] for b in score["bins"]]
+        n_key = "n_data" if key == "sf_data" else "n_gen"
+        src = ref if key == "sf_data" else gen
+        errs = []
+        for b in score["bins"]:
+            sel = (src["energy"] >= b["lo_gev"] * 1e3) & (src["energy"] < b["hi_gev"] * 1e3)
+            sf = src["esum"][sel] / src["energy"][sel]
+            errs.append(sf.std(ddof=1) / np.sqrt(b[n_key]) if b[n_key] > 1 else 0.0)
+        ax.errorbar(mids, values, yerr=errs, fmt=style, label=name, color="black" if key == "sf_data" else None)
+    ax.set_xlabel("$E_p$ [GeV]")
+    ax.set_ylabel("$E_{sum} / E_p$")
+    ax.set_title(f"sampling fraction; MRE = {score['score']:.3f} $\\pm$ {score['uncertainty']:.3f}")
+    ax.legend()
+    ax = axes[1]
+    layers = np.arange(len(ref["profile"]) + 1)
+    hep.histplot(
+        ref["profile"],
+        bins=layers,
+        ax=ax,
+        label="reference (test split)",
+        color="black",
+        histtype="errorbar",
+        yerr=False,
+    )
+    hep.histplot(gen["profile"], bins=layers, ax=ax, label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("layer")
+    ax.set_ylabel(f"mean energy per layer [{io.ENERGY_UNIT}]")
+    ax.set_title("longitudinal profile")
+    ax.legend()
+    fig.suptitle(f"{label} vs reference: {gen['n']} generated, {ref['n']} reference showers")
+    fig.tight_layout()
+    for out in (out_png, out_pdf):
+        tmp = Path(out).with_name(f".{Path(out).name}.tmp{Path(out).suffix}")
+        fig.savefig(tmp, dpi=100, metadata={"CreationDate": None} if str(out).endswith(".pdf") else None)
+        os.replace(tmp, out)
+    plt.close(fig)
+    numbers = {
+        "label": label,
+        "n_reference": ref["n"],
+        "n_generated": gen["n"],
+        "sampling_fraction": score,
+        "profile_reference_mev": ref["profile"].tolist(),
+        "profile_generated_mev": gen["profile"].tolist(),
+    }
+    tmp = Path(out_json).with_name(f".{Path(out_json).name}.tmp")
+    tmp.write_text(json.dumps(numbers, indent=2) + "\n")
+    os.replace(tmp, out_json)
+    return numbers

@@ -15,7 +15,9 @@ except ConfigError as err:
 
 DATASETS = config["datasets"]
 PREPROCESSING = config["preprocessing"]
+MODELS = config["models"]
 SPLITS = ["train", "validation", "test"]
+STAGES = sorted({s["name"] for m in MODELS.values() for s in m["stages"]})
 
 
 def names_regex(names):
@@ -32,6 +34,8 @@ wildcard_constraints:
     dataset=names_regex(DATASETS),
     prep=names_regex(PREPROCESSING),
     split=names_regex(SPLITS),
+    model=names_regex(MODELS),
+    stage=names_regex(STAGES),
 
 
 # The keys of a dataset entry that each kind of job uses: passing exactly these as
@@ -117,12 +121,107 @@ def split_config(wildcards):
     return DATASETS[wildcards.dataset]["split"]
 
 
+def prep_dir(prep):
+    return f"results/{PREPROCESSING[prep]['dataset']}/preprocessed/{prep}"
+
+
+def _model(wildcards):
+    model = MODELS[wildcards.model]
+    if model["dataset"] != wildcards.dataset:
+        raise WorkflowError(
+            f"model {wildcards.model!r} learns dataset {model['dataset']!r}, not {wildcards.dataset!r}"
+        )
+    return model
+
+
+def _stage(wildcards):
+    """(index, stage entry) of the stage in the path; an unknown stage is an error."""
+    stages = _model(wildcards)["stages"]
+    for i, stage in enumerate(stages):
+        if stage["name"] == wildcards.stage:
+            return i, stage
+    raise WorkflowError(
+        f"model {wildcards.model!r} has no stage {wildcards.stage!r}; its stages: {[s['name'] for s in stages]}"
+    )
+
+
+def stage_dir(wildcards, stage):
+    return f"results/{wildcards.dataset}/{wildcards.model}/stage-{stage}"
+
+
+def train_inputs(wildcards):
+    """The stage's training split and, after the first stage, the previous stage's selected weights."""
+    i, stage = _stage(wildcards)
+    inputs = {"train": f"{prep_dir(stage['preprocessing'])}/train.h5"}
+    if i > 0:
+        previous = _model(wildcards)["stages"][i - 1]["name"]
+        inputs["init"] = f"{stage_dir(wildcards, previous)}/selected.pt"
+    return inputs
+
+
+def train_spec(wildcards):
+    """Everything the training job depends on (the params of train_stage)."""
+    model = _model(wildcards)
+    i, stage = _stage(wildcards)
+    return {
+        "model_name": wildcards.model,
+        "model_type": model["type"],
+        "dataset": wildcards.dataset,
+        "stage": stage["name"],
+        "stage_index": i,
+        "epochs": stage["epochs"],
+        "lr": stage.get("lr"),
+        "model": model.get("architecture", {}),
+        "train": model.get("train", {}),
+        "keep_last": model["selection"]["last_k"],
+        "preprocessing": PREPROCESSING[stage["preprocessing"]],
+        "checkpoint_dir": f"{stage_dir(wildcards, stage['name'])}/checkpoints",
+    }
+
+
+def select_inputs(wildcards):
+    _, stage = _stage(wildcards)
+    prep = prep_dir(stage["preprocessing"])
+    return {
+        "summary": f"{stage_dir(wildcards, stage['name'])}/training.json",
+        "validation": f"{prep}/validation.h5",
+        "transforms": f"{prep}/transforms.json",
+    }
+
+
+def selection_config(wildcards):
+    return _model(wildcards)["selection"]
+
+
+def generate_inputs(wildcards):
+    """The last stage's selected checkpoint, its test split (conditions) and transforms."""
+    last = _model(wildcards)["stages"][-1]
+    prep = prep_dir(last["preprocessing"])
+    return {
+        "checkpoint": f"{stage_dir(wildcards, last['name'])}/selected.pt",
+        "test": f"{prep}/test.h5",
+        "transforms": f"{prep}/transforms.json",
+    }
+
+
+def generation_config(wildcards):
+    return _model(wildcards)["generation"]
+
+
+def model_resources(wildcards):
+    return _model(wildcards)["resources"]
+
+
 def get_final_output():
-    """Everything the default target builds: per-dataset quick-looks, exports and all preprocessings."""
+    """Everything the default target builds: per-dataset quick-looks, exports, all
+    preprocessings, and for every model its stages, selections, generated showers and
+    the comparison with the reference."""
     out = expand("results/{dataset}/quicklook.png", dataset=DATASETS)
     for name, ds in DATASETS.items():
         if "calochallenge" in ds["export"]:
             out.append(f"results/{name}/export/calochallenge.hdf5")
     for name, prep in PREPROCESSING.items():
         out.append(f"results/{prep['dataset']}/preprocessed/{name}/transforms.json")
+    for name, model in MODELS.items():
+        out.append(f"results/{model['dataset']}/{name}/comparison.png")
     return out

@@ -37,6 +37,7 @@ def slurm_partition():
 def test_workflow_runs_on_slurm(slurm_partition, repo_root, tmp_path):
     cfg = yaml.safe_load((repo_root / "tests" / "e2e" / "config.yaml").read_text())
     cfg["preprocessing"].pop("local_log")  # its dataset is added by test_workflow.py only
+    cfg.pop("models")  # training on the test cluster is covered elsewhere; keep this run short
     xml, cc = write_calochallenge(tmp_path, n=8)
     server = FakeZenodo()
     server.add_record("8099322", {cc.name: cc.read_bytes()})

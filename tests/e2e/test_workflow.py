@@ -153,6 +153,16 @@ def test_default_target_builds_every_stage(finished_run, inputs):
     # the ROOT hits voxelise back onto the showers they were made from
     with h5py.File(inputs["local"]) as ref, h5py.File(workdir / "data/root_ild/showers.h5") as f:
         np.testing.assert_allclose(f["showers"][:], ref["showers"][:10], rtol=1e-5, atol=1e-6)
+    # the 3DGAN stages, their selections, the generated showers and the comparison
+    for stage in ("s1", "s2"):
+        info = json.loads((workdir / f"results/lcd_ele/gan_tiny/stage-{stage}/selection.json").read_text())
+        assert info["selected_epoch"] in (1, 2)
+        assert (workdir / f"results/lcd_ele/gan_tiny/stage-{stage}/selected.pt").exists()
+    with h5py.File(workdir / "results/lcd_ele/gan_tiny/generated.h5") as f:
+        attrs = io.check_canonical(f, "generated", "lcd_ecal")
+        assert f["showers"].shape == (10, 51, 51, 25)
+        assert attrs["provenance"]["stage"] == "s2"
+    assert json.loads((workdir / "results/lcd_ele/gan_tiny/comparison.json").read_text())["n_generated"] == 10
     # the CaloChallenge record was downloaded, converted and exported back unchanged
     manifest = json.loads((workdir / "resources/cc_toy/zenodo/manifest.json").read_text())
     assert [f["key"] for f in manifest["files"]] == ["dataset_toy_1.hdf5"]
@@ -174,8 +184,21 @@ def test_editing_one_value_reruns_only_what_depends_on_it(finished_run, repo_roo
         write_config(workdir, inputs, mutate)
         return sorted(planned_jobs(snakemake(repo_root, workdir, "-n")))
 
-    prep = plan(lambda c: c["preprocessing"]["lcd_100_200"]["transforms"][0].update(exponent=0.8))
-    assert prep == [("all", ""), ("preprocess", "dataset=lcd_ele, prep=lcd_100_200")]
+    # a preprocessing value reruns that preprocessing and the model stages built on it, nothing else
+    prep = plan(lambda c: c["preprocessing"]["lcd_100_200"].update(min_total_energy_mev=0.5))
+    model = "dataset=lcd_ele, model=gan_tiny"
+    assert prep == [
+        ("all", ""),
+        ("compare_model", model),
+        ("generate", model),
+        ("preprocess", "dataset=lcd_ele, prep=lcd_100_200"),
+        ("select_epoch", f"{model}, stage=s1"),
+        ("select_epoch", f"{model}, stage=s2"),
+        ("train_stage", f"{model}, stage=s1"),
+        ("train_stage", f"{model}, stage=s2"),
+    ]
+    atlas = plan(lambda c: c["preprocessing"]["atlas_norm"].update(alignment_encoding="none"))
+    assert atlas == [("all", ""), ("preprocess", "dataset=atlas_photon, prep=atlas_norm")]
     # the split seed is a preprocessing input, not a simulation one
     split = plan(lambda c: c["datasets"]["ild_photon_50"].update(split={"seed": 7}))
     assert split == [("all", ""), ("preprocess", "dataset=ild_photon_50, prep=ild50_pooled")]
@@ -186,6 +209,15 @@ def test_editing_one_value_reruns_only_what_depends_on_it(finished_run, repo_roo
         ("preprocess", "dataset=ild_photon_50, prep=ild50_pooled"),
         ("quicklook", "dataset=ild_photon_50"),
         ("simulate_synthetic", "dataset=ild_photon_50"),
+    ]
+    # a later stage's epochs rerun that stage and what follows it, not the earlier stage
+    stage2 = plan(lambda c: c["models"]["gan_tiny"]["stages"][1].update(epochs=3))
+    assert stage2 == [
+        ("all", ""),
+        ("compare_model", "dataset=lcd_ele, model=gan_tiny"),
+        ("generate", "dataset=lcd_ele, model=gan_tiny"),
+        ("select_epoch", "dataset=lcd_ele, model=gan_tiny, stage=s2"),
+        ("train_stage", "dataset=lcd_ele, model=gan_tiny, stage=s2"),
     ]
     # converting differently does not download again
     conv = plan(lambda c: c["datasets"]["cc_toy"].update(n_showers=5))
@@ -202,6 +234,7 @@ def test_report_collects_the_quicklooks(finished_run, repo_root, tmp_path):
     snakemake(repo_root, finished_run, "--report", str(report))
     names = zipfile.ZipFile(report).namelist()
     assert sum(n.endswith("quicklook.png") for n in names) == 6
+    assert sum(n.endswith("comparison.png") for n in names) == 1
 
 
 def test_slurm_profile_dry_run(repo_root, inputs, tmp_path):

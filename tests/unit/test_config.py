@@ -167,3 +167,49 @@ def test_shipped_presets_merge_into_a_valid_config(repo_root, preset):
     for ds in cfg["datasets"].values():
         if ds["source"] == "zenodo":
             assert ds["zenodo"]["api_base"] == "https://zenodo.org/api"
+
+
+GAN = {
+    "type": "3dgan",
+    "dataset": "lcd_ele",
+    "stages": [{"name": "s1", "preprocessing": "p1", "epochs": 2}, {"name": "s2", "preprocessing": "p2", "epochs": 1}],
+}
+PREPS = {
+    "p1": {"dataset": "lcd_ele", "energy_range_gev": [100, 200], "transforms": [{"name": "power", "exponent": 0.85}]},
+    "p2": {"dataset": "lcd_ele", "transforms": [{"name": "power", "exponent": 0.85}]},
+    "pa": {"dataset": "atlas_photon"},
+}
+
+
+def test_model_defaults(make_config):
+    cfg = validate_config(make_config(preprocessing=PREPS, models={"g": GAN}))
+    model = cfg["models"]["g"]
+    assert model["selection"]["last_k"] == 10 and model["generation"]["conditions"] == "test"
+    assert model["resources"] == {"gpus": 0, "runtime_min": 720, "mem_mb": 8000}
+
+
+@pytest.mark.parametrize(
+    "mutate, error, message",
+    [
+        (lambda m: m.update(type="vae"), WorkflowError, r"'vae' is not one of \['3dgan'\]"),
+        (lambda m: m["stages"][0].update(epochs=0), WorkflowError, r"0 is less than the minimum of 1"),
+        (lambda m: m.update(stages=[]), WorkflowError, r"\[\] should be non-empty"),
+        (lambda m: m.update(train={"batchsize": 8}), WorkflowError, r"'batchsize' was unexpected"),
+        (lambda m: m.update(architecture={"latent_dim": "big"}), WorkflowError, r"'big' is not of type 'integer'"),
+        (lambda m: m.update(dataset="nope"), ConfigError, r"models\.g\.dataset: unknown dataset 'nope'"),
+        (lambda m: m.update(dataset="atlas_photon"), ConfigError, r"3dgan generates 51x51x25 LCD images"),
+        (lambda m: m["stages"][1].update(preprocessing="zz"), ConfigError, r"stages\[1\]\.preprocessing: unknown"),
+        (lambda m: m["stages"][1].update(preprocessing="pa"), ConfigError, r"reads dataset 'atlas_photon'"),
+        (lambda m: m["stages"][1].update(name="s1"), ConfigError, r"stage names must be unique"),
+        (lambda m: m.update(architecture={"power": 0.5}), ConfigError, r"last transform of 'p1' must be"),
+        (lambda m: m.update(architecture={"dense_units": 100}), ConfigError, r"architecture: dense_units 100 must"),
+        (lambda m: m.update(generation={"conditions": "grid"}), ConfigError, r"conditions grid needs"),
+    ],
+)
+def test_model_errors(make_config, mutate, error, message):
+    import copy
+
+    model = copy.deepcopy(GAN)
+    mutate(model)
+    with pytest.raises(error, match=message):
+        validate_config(make_config(preprocessing=PREPS, models={"g": model}))

@@ -1,0 +1,25 @@
+# Stage 3: per-energy-range training stages; each stage starts from the previous
+# stage's selected checkpoint. Checkpoints live in .../checkpoints/ (not a job
+# output, so that a killed job resumes from them instead of starting over).
+
+
+rule train_stage:
+    input:
+        unpack(train_inputs),
+    output:
+        summary="results/{dataset}/{model}/stage-{stage}/training.json",
+    log:
+        "logs/train_stage/{dataset}/{model}/{stage}.log",
+    benchmark:
+        "benchmarks/train_stage/{dataset}/{model}/{stage}.tsv"
+    conda:
+        "../envs/calofast.yaml"
+    threads: 2
+    resources:
+        gpu=lambda wildcards: model_resources(wildcards)["gpus"],
+        runtime=lambda wildcards: model_resources(wildcards)["runtime_min"],
+        mem_mb=lambda wildcards: model_resources(wildcards)["mem_mb"],
+    params:
+        spec=train_spec,
+    script:
+        "../workflow_scripts/train_stage.py"

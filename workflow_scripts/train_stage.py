@@ -1,0 +1,13 @@
+"""Snakemake adapter: train one stage of a model (in-process, or torchrun for nproc > 1)."""
+
+from calofast.logs import job_log
+from calofast.train import run_stage
+
+if __name__ == "__main__":  # torchrun / DataLoader workers re-import this file
+    with job_log(snakemake.log[0]):
+        spec = dict(snakemake.params.spec)
+        spec["train"] = {**spec["train"], "threads": snakemake.threads}
+        spec["data"] = {"train": snakemake.input.train}
+        spec["init_checkpoint"] = snakemake.input.get("init")
+        spec["summary"] = snakemake.output.summary
+        run_stage(spec)
