@@ -17,7 +17,10 @@ One call simulates a batch of showers:
    two-component (core + tail) radial profile at the layer's depth tau = t/T
    (in units of the layer's Moliere radius) and a uniform azimuth; each
    component f(r) = 2 r R^2 / (r^2 + R^2)^2 is sampled by its inverse CDF;
-5. spots are binned onto the layer's read-out window; energy outside the window
+5. spot energies fluctuate (Gamma of shape 2 around the mean spot energy,
+   renormalised per layer so that layer energies are kept), giving a continuous
+   cell-energy spectrum;
+6. spots are binned onto the layer's read-out window; energy outside the window
    is lost, as in the datasets, which keep a fixed window around the shower.
 """
 
@@ -204,7 +207,15 @@ def _deposit(
             ok = (iu.view(np.uint32) < n_u[lay].view(np.uint32)) & (iv.view(np.uint32) < n_v[lay].view(np.uint32))
             flat = np.repeat(gbase[sl], c) + iu * su[lay] + iv * sv[lay]
         flat[~ok] = dump
-        np.add.at(out, flat, np.repeat(es[sl], c))
+        # spot energies fluctuate (Gamma of shape 2) around the mean, renormalised so that
+        # every (shower, layer, core|tail) group keeps exactly its energy
+        g = rng.standard_exponential(total, dtype=np.float32)  # Gamma(2) as the sum of two exponentials
+        g += rng.standard_exponential(total, dtype=np.float32)
+        nonempty = np.flatnonzero(c)
+        starts = np.concatenate([[0], np.cumsum(c[nonempty])[:-1]])
+        gsum = np.add.reduceat(g, starts)
+        scale = es[sl][nonempty] * c[nonempty] / np.maximum(gsum, np.float32(1e-30))
+        np.add.at(out, flat, g * np.repeat(scale.astype(np.float32), c[nonempty]))
     return out[:dump].reshape(n, n_cells)
 
 

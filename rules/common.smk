@@ -204,6 +204,17 @@ def generate_inputs(wildcards):
     }
 
 
+def validation_inputs(wildcards):
+    """The reference test split (with its transforms) and the generated showers of a model."""
+    last = _model(wildcards)["stages"][-1]
+    prep = prep_dir(last["preprocessing"])
+    return {
+        "test": f"{prep}/test.h5",
+        "transforms": f"{prep}/transforms.json",
+        "generated": f"results/{wildcards.dataset}/{wildcards.model}/generated.h5",
+    }
+
+
 def generation_config(wildcards):
     return _model(wildcards)["generation"]
 
@@ -223,5 +234,10 @@ def get_final_output():
     for name, prep in PREPROCESSING.items():
         out.append(f"results/{prep['dataset']}/preprocessed/{name}/transforms.json")
     for name, model in MODELS.items():
-        out.append(f"results/{model['dataset']}/{name}/comparison.png")
+        base = f"results/{model['dataset']}/{name}"
+        out += [
+            f"{base}/comparison.png",
+            f"{base}/validation/metrics.csv",
+            f"{base}/validation/judge.json",
+        ]
     return out

@@ -3,8 +3,7 @@
 
 rule compare_model:
     input:
-        unpack(generate_inputs),
-        generated="results/{dataset}/{model}/generated.h5",
+        unpack(validation_inputs),
     output:
         png=report(
             "results/{dataset}/{model}/comparison.png",
@@ -32,3 +31,68 @@ rule compare_model:
         label=lambda wildcards: wildcards.model,
     script:
         "../workflow_scripts/compare_model.py"
+
+
+rule validate_model:
+    input:
+        unpack(validation_inputs),
+    output:
+        table=report(
+            "results/{dataset}/{model}/validation/metrics.csv",
+            caption="report/metrics.rst",
+            category="{dataset}",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "metrics table"},
+        ),
+        json="results/{dataset}/{model}/validation/metrics.json",
+        figures=report(
+            directory("results/{dataset}/{model}/validation/figures"),
+            patterns=["{name}.png"],
+            caption="report/validation.rst",
+            category="{dataset}",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "{name}"},
+        ),
+    log:
+        "logs/validate_model/{dataset}/{model}.log",
+    benchmark:
+        "benchmarks/validate_model/{dataset}/{model}.tsv"
+    conda:
+        "../envs/calofast.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=240,
+    params:
+        validation=config["validation"],
+    script:
+        "../workflow_scripts/validate_model.py"
+
+
+rule judge_model:
+    input:
+        unpack(validation_inputs),
+    output:
+        json="results/{dataset}/{model}/validation/judge.json",
+        png=report(
+            "results/{dataset}/{model}/validation/judge.png",
+            caption="report/judge.rst",
+            category="{dataset}",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "independent judge"},
+        ),
+        pdf="results/{dataset}/{model}/validation/judge.pdf",
+    log:
+        "logs/judge_model/{dataset}/{model}.log",
+    benchmark:
+        "benchmarks/judge_model/{dataset}/{model}.tsv"
+    conda:
+        "../envs/calofast.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=240,
+    params:
+        judge=config["judge"],
+    script:
+        "../workflow_scripts/judge_model.py"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -163,6 +164,17 @@ def test_default_target_builds_every_stage(finished_run, inputs):
         assert f["showers"].shape == (10, 51, 51, 25)
         assert attrs["provenance"]["stage"] == "s2"
     assert json.loads((workdir / "results/lcd_ele/gan_tiny/comparison.json").read_text())["n_generated"] == 10
+    # the validation suite: metrics table, figures, judge
+    val = workdir / "results/lcd_ele/gan_tiny/validation"
+    metrics = pd.read_csv(val / "metrics.csv")
+    assert {"observable", "kind", "value", "uncertainty", "baseline", "status"} <= set(metrics.columns)
+    assert {"e_sum", "sf", "profile_z", "m2_x", "ks_hits", "ssim_xy", "correlation"} <= set(metrics["observable"])
+    assert np.isfinite(metrics["value"]).any()
+    figures = {p.stem for p in (val / "figures").glob("*.png")}
+    assert {"profiles_log", "sampling_fraction", "moments_x", "ssim", "ks_distances"} <= figures
+    judged = json.loads((val / "judge.json").read_text())
+    assert judged["folds"] == 2 and 0.0 <= judged["classifier_hlf"]["auc"] <= 1.0
+    assert (val / "judge.png").exists()
     # the CaloChallenge record was downloaded, converted and exported back unchanged
     manifest = json.loads((workdir / "resources/cc_toy/zenodo/manifest.json").read_text())
     assert [f["key"] for f in manifest["files"]] == ["dataset_toy_1.hdf5"]
@@ -191,11 +203,13 @@ def test_editing_one_value_reruns_only_what_depends_on_it(finished_run, repo_roo
         ("all", ""),
         ("compare_model", model),
         ("generate", model),
+        ("judge_model", model),
         ("preprocess", "dataset=lcd_ele, prep=lcd_100_200"),
         ("select_epoch", f"{model}, stage=s1"),
         ("select_epoch", f"{model}, stage=s2"),
         ("train_stage", f"{model}, stage=s1"),
         ("train_stage", f"{model}, stage=s2"),
+        ("validate_model", model),
     ]
     atlas = plan(lambda c: c["preprocessing"]["atlas_norm"].update(alignment_encoding="none"))
     assert atlas == [("all", ""), ("preprocess", "dataset=atlas_photon, prep=atlas_norm")]
@@ -216,8 +230,19 @@ def test_editing_one_value_reruns_only_what_depends_on_it(finished_run, repo_roo
         ("all", ""),
         ("compare_model", "dataset=lcd_ele, model=gan_tiny"),
         ("generate", "dataset=lcd_ele, model=gan_tiny"),
+        ("judge_model", "dataset=lcd_ele, model=gan_tiny"),
         ("select_epoch", "dataset=lcd_ele, model=gan_tiny, stage=s2"),
         ("train_stage", "dataset=lcd_ele, model=gan_tiny, stage=s2"),
+        ("validate_model", "dataset=lcd_ele, model=gan_tiny"),
+    ]
+    # a validation setting reruns the validation only, a judge setting the judge only
+    assert plan(lambda c: c["validation"].update(n_bootstrap=12)) == [
+        ("all", ""),
+        ("validate_model", "dataset=lcd_ele, model=gan_tiny"),
+    ]
+    assert plan(lambda c: c["judge"].update(seed=4)) == [
+        ("all", ""),
+        ("judge_model", "dataset=lcd_ele, model=gan_tiny"),
     ]
     # converting differently does not download again
     conv = plan(lambda c: c["datasets"]["cc_toy"].update(n_showers=5))
@@ -229,12 +254,20 @@ def test_editing_one_value_reruns_only_what_depends_on_it(finished_run, repo_roo
     ]
 
 
-def test_report_collects_the_quicklooks(finished_run, repo_root, tmp_path):
+def test_report_collects_the_figures_and_tables(finished_run, repo_root, tmp_path):
     report = tmp_path / "report.zip"
     snakemake(repo_root, finished_run, "--report", str(report))
     names = zipfile.ZipFile(report).namelist()
     assert sum(n.endswith("quicklook.png") for n in names) == 6
     assert sum(n.endswith("comparison.png") for n in names) == 1
+    assert sum(n.endswith("metrics.csv") for n in names) == 1
+    assert sum(n.endswith("judge.png") for n in names) == 1
+    figures = {Path(n).name for n in names} & {
+        p.name for p in finished_run.glob("results/*/*/validation/figures/*.png")
+    }
+    assert len(figures) >= 16
+    html = zipfile.ZipFile(report).read(next(n for n in names if n.endswith("report.html"))).decode()
+    assert "gan_tiny</tt> (3dgan on lcd_ele)" in html and "this model is NOT converged" in html
 
 
 def test_slurm_profile_dry_run(repo_root, inputs, tmp_path):

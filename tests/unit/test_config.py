@@ -213,3 +213,23 @@ def test_model_errors(make_config, mutate, error, message):
     mutate(model)
     with pytest.raises(error, match=message):
         validate_config(make_config(preprocessing=PREPS, models={"g": model}))
+
+
+def test_validation_and_judge_schema_match_their_dataclasses(repo_root):
+    """Every schema key reaches the code, every code setting is configurable."""
+    import dataclasses
+
+    from calofast.validation.engine import ValidationConfig
+    from calofast.validation.judge import JudgeConfig
+
+    schema = yaml.safe_load((repo_root / "schemas" / "config.schema.yaml").read_text())["properties"]
+    fields = {f.name for f in dataclasses.fields(ValidationConfig)}
+    assert set(schema["validation"]["properties"]) == fields | {"max_showers"}  # read by the script
+    assert set(schema["judge"]["properties"]) == {f.name for f in dataclasses.fields(JudgeConfig)}
+
+
+def test_validation_and_judge_settings_are_checked(make_config):
+    with pytest.raises(WorkflowError, match=r"1 is less than the minimum of 2"):
+        validate_config(make_config(judge={"folds": 1}))
+    with pytest.raises(WorkflowError, match=r"'n_bins' was unexpected"):
+        validate_config(make_config(validation={"n_bins": 3}))

@@ -1,0 +1,255 @@
+"""Validation observables, the streaming engine and its comparisons, on showers with known answers."""
+
+import json
+import math
+
+import h5py
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+from calofast import io
+from calofast.geometry import get_geometry
+from calofast.validation.engine import (
+    SampleStats,
+    ValidationConfig,
+    compare,
+    gromov_discrepancy,
+    make_binning,
+    merge,
+)
+from calofast.validation.features import (
+    grid_features,
+    grid_radial_profile,
+    layer_thirds,
+    moments,
+    mscn,
+    shower_features,
+)
+from calofast.validation.run import validate
+
+CFG = ValidationConfig(n_energy_bins=3, n_theta_bins=2, n_bootstrap=10, ssim_images_per_bin=4, chunk_size=16)
+
+
+def test_moments_of_constructed_projections():
+    proj = np.zeros((2, 11))
+    proj[0, 4] = 2.0  # a single cell: centre 4, no width
+    proj[1, [2, 6]] = 1.0  # two equal cells: centre 4, M2 = 4, M3 = 0, M4 = 16
+    m = moments(proj, proj.sum(axis=1))
+    assert_allclose(m[0], [4, 0, 0, 0])
+    assert_allclose(m[1], [4, 4, 0, 16])
+    assert_allclose(moments(np.zeros((1, 5)), np.zeros(1)), 0.0)  # empty showers give zeros, not NaN
+
+
+def test_layer_thirds_of_25_layers_are_8_9_8():
+    per_layer = np.ones((1, 25))
+    assert_allclose(layer_thirds(per_layer)[0], [8 / 25, 9 / 25, 8 / 25])
+
+
+def test_grid_features_on_a_constructed_shower():
+    g = get_geometry("lcd_ecal")
+    cells = np.zeros((1, 51, 51, 25))
+    cells[0, 25, 25, :8] = 1.0  # first third
+    cells[0, 25, 25, 8:17] = 2.0  # middle third
+    cells[0, 10, 25, 24] = 0.1  # below a 0.2 MeV threshold
+    f = grid_features(cells, np.array([100e3]), np.array([math.pi / 2]), g, hit_threshold_mev=0.2)
+    total = 8 + 18 + 0.1
+    assert f["e_sum"][0] == pytest.approx(total)
+    assert f["sf"][0] == pytest.approx(total / 100e3)
+    assert f["hits"][0] == 17
+    assert_allclose([f["r1"][0], f["r2"][0], f["r3"][0]], [8 / total, 18 / total, 0.1 / total])
+    assert f["m1_y"][0] == pytest.approx(25.0)
+    assert f["abs_90_minus_theta"][0] == pytest.approx(0.0)
+    assert f["angle_measured_deg"][0] == pytest.approx(90.0, abs=1e-6)  # no tilt
+
+
+def test_radial_profile_around_each_layers_centre():
+    cells = np.zeros((2, 11, 11, 2))
+    cells[0, 5, 5, 0] = 2.0  # layer 0: centre (5, 5), two cells 3 away
+    cells[0, 5, [2, 8], 0] = 1.0
+    cells[0, 1, 1, 1] = 4.0  # layer 1: its own centre (1, 1), distance 0
+    cells[0, [4, 1], [1, 4], 1] = 0.5  # they pull the layer's centre to (1.3, 1.3)
+    prof = grid_radial_profile(cells)
+    assert prof.shape == (2, 6)
+    assert prof[0].sum() == pytest.approx(cells[0].sum())
+    assert_allclose(prof[1], 0.0)  # an empty shower gives an empty profile
+    # layer 0 alone: 2 in ring 0, 2 in ring 3
+    one = grid_radial_profile(cells[:1, :, :, :1])
+    assert_allclose(one[0], [2, 0, 0, 2, 0, 0])
+    # layer 1 alone: centre (1.3, 1.3); distances 0.42 (ring 0) and hypot(2.7, 0.3) = 2.72 (ring 2)
+    two = grid_radial_profile(cells[:1, :, :, 1:])
+    assert_allclose(two[0], [4, 0, 1, 0, 0, 0])
+    # everything beyond the last ring is kept in it
+    far = np.zeros((1, 11, 11, 1))
+    far[0, [0, 10], [0, 10], 0] = 1.0  # centre (5, 5), distance 7.07 -> overflow ring 5
+    assert_allclose(grid_radial_profile(far)[0], [0, 0, 0, 0, 0, 2])
+
+
+def test_mscn_of_the_non_zero_cells():
+    img = np.zeros((1, 4, 4))
+    img[0, 0, :3] = [1.0, 2.0, 3.0]
+    assert_allclose(mscn(img), (np.array([1, 2, 3]) - 2) / (np.std([1, 2, 3]) + 1e-7))
+
+
+def test_atlas_features(shower_files):
+    g = get_geometry("atlas_em_barrel")
+    with h5py.File(shower_files["atlas_photon"]) as f:
+        cells, energy = f["showers"][:], f["energy"][:].astype(float)
+    feats = shower_features(cells, energy, None, g)
+    fr = np.stack([feats[f"frac_{n}"] for n in ("presampler", "front", "middle", "back")], axis=1)
+    assert_allclose(fr.sum(axis=1), 1.0)
+    assert np.all((feats["depth_x0"] > 1) & (feats["depth_x0"] < 25))
+    assert np.all(np.abs(feats["m1_eta"]) <= 3) and np.all(feats["width_phi"] >= 0)
+
+
+def _stats(name, cells, energy, theta, binning):
+    s = SampleStats(name, CFG, binning, get_geometry("lcd_ecal"))
+    for lo in range(0, len(cells), CFG.chunk_size):
+        s.add(cells[lo : lo + 16], energy[lo : lo + 16], theta[lo : lo + 16])
+    return s
+
+
+@pytest.fixture(scope="module")
+def lcd(shower_files):
+    with h5py.File(shower_files["lcd_ele"]) as f:
+        return f["showers"][:].astype(np.float64), f["energy"][:].astype(np.float64), f["theta"][:].astype(np.float64)
+
+
+def test_a_ten_percent_scale_shift_is_measured(lcd):
+    cells, energy, theta = lcd
+    binning = make_binning(energy, theta, CFG)
+    a = _stats("reference A", cells[::2], energy[::2], theta[::2], binning)
+    b = _stats("reference B", cells[1::2], energy[1::2], theta[1::2], binning)
+    g = _stats("generated", cells[::2] * 1.1, energy[::2], theta[::2], binning)
+    rows = compare(a, b, g, "shifted")
+    sf = [r for r in rows if r["observable"] == "sf" and r["detail"] == "mean" and r["theta_lo_deg"] is None]
+    assert len(sf) == 3
+    for r in sf:
+        assert r["value"] == pytest.approx(0.1, abs=1e-9)  # same showers x 1.1
+        assert r["status"] == "ok" and r["baseline"] is not None and r["uncertainty"] is not None
+    zprof = [r for r in rows if r["observable"] == "profile_z"]
+    assert all(r["value"] == pytest.approx(0.1, abs=1e-6) for r in zprof)
+    m1 = [r for r in rows if r["observable"] == "m1_z" and r["detail"] == "mean"]
+    assert all(r["value"] == pytest.approx(0.0, abs=1e-9) for r in m1)  # a scale does not move the shower
+    spectrum = next(r for r in rows if r["observable"] == "cell_spectrum")
+    assert spectrum["value"] > 0
+    ks = next(r for r in rows if r["observable"] == "ks_e_sum")
+    assert ks["value"] > 0
+    corr = next(r for r in rows if r["observable"] == "correlation" and "mean" in r["detail"])
+    assert corr["value"] < 0.01  # correlations are scale free, up to the hit counts at a fixed threshold
+    assert {r["observable"] for r in rows} >= {
+        "sf_resolution",
+        "mscn",
+        "sparsity",
+        "ssim_xy",
+        "angle_measured_deg",
+        "hits",
+        "r1",
+        "width_x",
+        "profile_x",
+    }
+
+
+def test_identical_halves_agree_within_their_uncertainty(lcd):
+    cells, energy, theta = lcd
+    binning = make_binning(energy, theta, CFG)
+    a = _stats("reference A", cells[::2], energy[::2], theta[::2], binning)
+    g = _stats("generated", cells[::2], energy[::2], theta[::2], binning)
+    b = _stats("reference B", cells[1::2], energy[1::2], theta[1::2], binning)
+    for r in compare(a, b, g, "copy"):
+        if r["status"] != "ok" or r["observable"].startswith("ssim"):  # SSIM pairs random images
+            continue
+        # the entropic GW discrepancy of a matrix with itself is its (small) regularisation bias
+        assert r["value"] == pytest.approx(0.0, abs=2e-3 if r["kind"] == "GW" else 1e-9), r
+    full = merge(a, b)
+    assert full.n == len(cells) and full.counts[0].sum() > 0
+
+
+def test_empty_bins_are_explicit_and_nan_cells_refused(lcd):
+    cells, energy, theta = lcd
+    binning = make_binning(energy, theta, CFG)
+    a = _stats("reference A", cells[::2], energy[::2], theta[::2], binning)
+    b = _stats("reference B", cells[1::2], energy[1::2], theta[1::2], binning)
+    low = energy < binning.energy_edges[1]
+    g = _stats("generated", cells[low], energy[low], theta[low], binning)
+    rows = compare(a, b, g, "partial")
+    sf = [r for r in rows if r["observable"] == "sf" and r["detail"] == "mean" and r["theta_lo_deg"] is None]
+    assert [r["status"] for r in sf] == ["ok", "empty bin", "empty bin"]
+    assert sf[1]["value"] is None and sf[1]["uncertainty"] is None
+    bad = cells[:16].copy()
+    bad[3, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="generated: shower 3 has NaN or inf cells"):
+        SampleStats("generated", CFG, binning, get_geometry("lcd_ecal")).add(bad, energy[:16], theta[:16])
+
+
+def test_gromov_wasserstein_discrepancy():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 6))
+    c = np.corrcoef(x.T)
+    y = x.copy()
+    y[:, 1] = x[:, 0] + 0.1 * y[:, 1]
+    assert gromov_discrepancy(c, c) < gromov_discrepancy(c, np.corrcoef(y.T))
+
+
+def _canonical_copy(src, dst, scale=1.0, step=1):
+    with h5py.File(src) as f, h5py.File(dst, "w") as g:
+        for k in f:
+            g[k] = f[k][::step] * (scale if k == "showers" else 1)
+        for k, v in f.attrs.items():
+            g.attrs[k] = v
+    return dst
+
+
+def test_validate_end_to_end_and_bad_inputs(shower_files, tmp_path):
+    from calofast.preprocess import run_preprocessing
+
+    outs = {s: tmp_path / f"{s}.h5" for s in ("train", "validation", "test")}
+    split = {"train": 0.0, "validation": 0.0, "test": 1.0, "seed": 1}
+    run_preprocessing(
+        shower_files["lcd_ele"],
+        outs,
+        tmp_path / "t.json",
+        {"dataset": "lcd_ele", "transforms": [{"name": "power", "exponent": 0.85}]},
+        split,
+        progress=False,
+    )
+    # the generated sample: reference half A (the even rows) with 5 % more energy
+    gen = _canonical_copy(shower_files["lcd_ele"], tmp_path / "gen.h5", scale=1.05, step=2)
+    result = validate(
+        outs["test"], tmp_path / "t.json", gen, tmp_path / "m.csv", tmp_path / "m.json", tmp_path / "fig", "toy", CFG
+    )
+    assert result["summary"]["sf_mre"]["value"] == pytest.approx(0.05, rel=1e-3)
+    assert result["observable_pass"]["showers_per_s"] > 0
+    text = (tmp_path / "m.json").read_text()
+    assert "NaN" not in text and json.loads(text)["n_generated"] == 20
+    names = {p.stem for p in (tmp_path / "fig").glob("*.png")}
+    assert {
+        "sampling_fraction",
+        "profiles_log",
+        "cells",
+        "correlations",
+        "ssim",
+        "angle",
+        "ks_distances",
+        "moments_z",
+        "layer_ratios",
+    } <= names
+    assert len(list((tmp_path / "fig").glob("*.pdf"))) == len(names)
+    header = (tmp_path / "m.csv").read_text().splitlines()[0]
+    assert header.startswith("model,observable,detail,kind,e_lo_gev")
+    # a canonical reference file (e.g. Geant4) instead of a preprocessed split gives the same numbers
+    direct = validate(shower_files["lcd_ele"], None, gen, tmp_path / "d.csv", tmp_path / "d.json", None, "toy", CFG)
+    assert direct["summary"]["sf_mre"]["value"] == pytest.approx(result["summary"]["sf_mre"]["value"], rel=1e-5)
+    # a generated file of another detector
+    other = _canonical_copy(shower_files["ild_photon"], tmp_path / "ild.h5")
+    with pytest.raises(io.DataFormatError, match=r"geometry 'lcd_ecal' but generated .*ild\.h5 is 'ild_siw_ecal'"):
+        validate(outs["test"], tmp_path / "t.json", other, tmp_path / "x.csv", tmp_path / "x.json", None, "toy", CFG)
+    # mismatched shapes between reference and generated (a truncated or foreign file)
+    cut = tmp_path / "cut.h5"
+    with h5py.File(gen) as f, h5py.File(cut, "w") as g:
+        for k in f:
+            g[k] = f[k][:, :, :, :20] if k == "showers" else f[k][:]
+        for k, v in f.attrs.items():
+            g.attrs[k] = v
+    with pytest.raises(io.DataFormatError, match=r"cut\.h5: dataset 'showers' has shape \(20, 51, 51, 20\), attribute"):
+        validate(outs["test"], tmp_path / "t.json", cut, tmp_path / "x.csv", tmp_path / "x.json", None, "toy", CFG)

@@ -1,0 +1,21 @@
+"""Snakemake adapter: the validation pass of one model (metrics table and figures)."""
+
+from calofast.logs import job_log
+from calofast.validation.engine import ValidationConfig
+from calofast.validation.run import validate
+
+with job_log(snakemake.log[0]):
+    settings = dict(snakemake.params.validation)
+    max_showers = settings.pop("max_showers", None)
+    validate(
+        snakemake.input.test,
+        snakemake.input.transforms,
+        snakemake.input.generated,
+        snakemake.output.table,
+        snakemake.output.json,
+        snakemake.output.figures,
+        model=snakemake.wildcards.model,
+        cfg=ValidationConfig(**settings),
+        max_showers=max_showers,
+        repo=snakemake.scriptdir,
+    )
