@@ -486,8 +486,6 @@ def compare(ref_a: SampleStats, ref_b: SampleStats, gen: SampleStats, model: str
 
 def gromov_discrepancy(c1: np.ndarray, c2: np.ndarray, epsilon: float = 5e-3) -> float:
     """Entropic Gromov-Wasserstein discrepancy between two (correlation) matrices (POT)."""
-    import warnings
-
     import ot
 
     n = c1.shape[0]
