@@ -19,6 +19,7 @@ include: "rules/train.smk"
 include: "rules/select.smk"
 include: "rules/generate.smk"
 include: "rules/validate.smk"
+include: "rules/benchmark.smk"
 
 
 rule all:

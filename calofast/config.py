@@ -149,6 +149,12 @@ def check_config(config: dict[str, Any]) -> None:
                 )
         if prep.get("alignment_encoding", "none") != "none" and not has_alignment:
             raise ConfigError(f"{where}.alignment_encoding: geometry {ds['geometry']} has no cell alignment")
+    g4 = (config.get("benchmark") or {}).get("geant4") or {}
+    if g4.get("enabled") and not g4.get("data_dir"):
+        raise ConfigError(
+            "benchmark.geant4.data_dir: required when benchmark.geant4.enabled is true "
+            "(the Geant4 data sets, or surrogate tables; see README 'Speed benchmarks')"
+        )
 
 
 def check_models(config: dict[str, Any]) -> None:

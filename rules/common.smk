@@ -1,5 +1,6 @@
 # Helpers shared by all rules: config validation, wildcard constraints, input functions.
 import glob
+import os
 import re
 
 from snakemake.exceptions import WorkflowError
@@ -215,6 +216,53 @@ def validation_inputs(wildcards):
     }
 
 
+def reference_simulator_available(dataset):
+    """Whether the offline parametrised simulator can be timed for a dataset
+    (a simulatable geometry and a configured energy distribution)."""
+    ds = DATASETS[dataset]
+    return ds["geometry"] != "calochallenge" and "energy" in ds
+
+
+def benchmark_inputs(wildcards):
+    """The model's selected checkpoint, test split and transforms, plus the
+    reference simulator's timing (and Geant4's, when enabled)."""
+    inputs = generate_inputs(wildcards)
+    if reference_simulator_available(wildcards.dataset):
+        inputs["reference"] = (
+            f"results/{wildcards.dataset}/benchmark/reference_simulator.json"
+        )
+    if (
+        config["benchmark"]["geant4"]["enabled"]
+        and DATASETS[wildcards.dataset]["geometry"] in GEANT4_GEOMETRIES
+    ):
+        inputs["geant4"] = f"results/{wildcards.dataset}/benchmark/geant4.json"
+    return inputs
+
+
+GEANT4_GEOMETRIES = (
+    "lcd_ecal",
+    "ild_siw_ecal",
+)  # calofast.geant4_baseline builds grid geometries
+REFERENCE_BENCHMARK_KEYS = (
+    "reference_batch_sizes",
+    "warmup",
+    "repeats",
+    "max_seconds_per_point",
+    "seed",
+    "threads",
+)
+
+
+def reference_benchmark_config(wildcards):
+    """The benchmark settings the reference-simulator timing depends on."""
+    return {k: config["benchmark"][k] for k in REFERENCE_BENCHMARK_KEYS}
+
+
+def benchmark_threads(wildcards):
+    """benchmark.threads, or every core of the run (nothing else runs beside a timing job)."""
+    return config["benchmark"]["threads"] or min(workflow.cores, os.cpu_count() or 1)
+
+
 def generation_config(wildcards):
     return _model(wildcards)["generation"]
 
@@ -239,5 +287,6 @@ def get_final_output():
             f"{base}/comparison.png",
             f"{base}/validation/metrics.csv",
             f"{base}/validation/judge.json",
+            f"{base}/benchmark/timing.csv",
         ]
     return out

@@ -23,6 +23,7 @@ with job_log(snakemake.log[0]):
         seed=gen["seed"],
         amp=gen["amp"],
         compile_model=gen["compile"],
+        optimized=gen["optimized"],
         particle=snakemake.params.particle,
         repo=snakemake.scriptdir,
         storage=snakemake.params.storage,

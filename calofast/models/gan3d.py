@@ -11,6 +11,7 @@ Defaults are the paper's (and its reference code's) numbers.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass
 
 import torch
@@ -217,3 +218,90 @@ class Gan3D(nn.Module):
         """Generated images (transformed cells) for the given conditions (eval mode)."""
         noise = torch.randn(energy_gev.shape[0], self.cfg.latent_dim, generator=generator, device=energy_gev.device)
         return self.generator(generator_input(noise, energy_gev, theta, self.cfg))
+
+
+def polyphase_upsample_conv_weights(
+    weight: torch.Tensor, bias: torch.Tensor | None, factor: int
+) -> tuple[torch.Tensor, torch.Tensor | None, tuple[int, int, int]]:
+    """Weights of the convolution that equals ``conv(nearest_upsample(x, factor))`` on ``x``.
+
+    On a nearest-upsampled input, output ``o = factor * b + r`` of a valid
+    convolution reads source cells ``b .. b + J - 1`` only, with the kernel taps
+    summed per source cell; so the convolution splits into ``factor ** 3`` phase
+    kernels of ``J`` taps per axis that run on the small tensor.  Returns the
+    stacked kernels (out channels ordered as ``(c, rx, ry, rz)``), the repeated
+    bias and ``J`` per axis.  Exact up to float summation order.
+    """
+    c_out, c_in, *kernel = weight.shape
+    maps = []
+    for k in kernel:
+        j = (factor + k - 2) // factor + 1
+        m = torch.zeros(factor, j, k, dtype=weight.dtype, device=weight.device)
+        for r in range(factor):
+            for t in range(k):
+                m[r, (r + t) // factor, t] = 1.0
+        maps.append(m)
+    mx, my, mz = maps
+    w = torch.einsum("aik,bjl,cmn,oqkln->oabcqijm", mx, my, mz, weight)
+    taps = (mx.shape[1], my.shape[1], mz.shape[1])
+    w = w.reshape(c_out * factor**3, c_in, *taps).contiguous()
+    b = None if bias is None else bias.repeat_interleave(factor**3)
+    return w, b, taps
+
+
+def conv_on_upsampled(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    taps: tuple[int, int, int],
+    factor: int,
+    kernel: tuple[int, int, int],
+) -> torch.Tensor:
+    """``conv3d(interpolate(x, scale_factor=factor, mode="nearest"), w, b)`` computed on
+    ``x`` with the phase kernels of :func:`polyphase_upsample_conv_weights`.
+
+    The result is a channels-last view (n, c, X, Y, Z) of the interleaved phases.
+    """
+    sizes = x.shape[2:]
+    out = tuple(factor * n - k + 1 for n, k in zip(sizes, kernel))
+    blocks = tuple(-(-o // factor) for o in out)
+    px, py, pz = (b + t - 1 - n for b, t, n in zip(blocks, taps, sizes))
+    y = F.conv3d(F.pad(x, (0, pz, 0, py, 0, px)), weight.to(x.dtype), None if bias is None else bias.to(x.dtype))
+    n, (bx, by, bz), s = y.shape[0], blocks, factor
+    # interleave the phases into channels-last memory (n, x, y, z, c), crop
+    y = y.view(n, -1, s, s, s, bx, by, bz).permute(0, 5, 2, 6, 3, 7, 4, 1)
+    return y.reshape(n, bx * s, by * s, bz * s, -1)[:, : out[0], : out[1], : out[2]].permute(0, 4, 1, 2, 3)
+
+
+class FastGenerator(nn.Module):
+    """The generation path of a trained :class:`Generator`: same outputs, ~2.3x fewer FLOPs.
+
+    The first convolution, which carries ~60% of the generator's FLOPs, runs on
+    the 6x nearest-upsampled tensor; here it is computed exactly on the
+    un-upsampled one (:func:`conv_on_upsampled`).  Built from a copy of the
+    generator in eval mode (batch norms use their running statistics), so
+    converting it (dtype, memory format) leaves the original alone.
+    """
+
+    def __init__(self, generator: Generator) -> None:
+        super().__init__()
+        self.cfg = generator.cfg
+        self.g = copy.deepcopy(generator).eval()
+        w, b, taps = polyphase_upsample_conv_weights(
+            generator.conv1.weight.detach(), generator.conv1.bias.detach(), self.cfg.upsample
+        )
+        self.register_buffer("w1", w)
+        self.register_buffer("b1", b)
+        self.taps = taps
+        self.kernel1 = tuple(generator.conv1.kernel_size)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        g, c = self.g, self.cfg
+        x = g.dense(z).view(-1, c.init_channels, *c.init_size)
+        x = conv_on_upsampled(x, self.w1, self.b1, self.taps, c.upsample, self.kernel1)
+        x = g.bn1(F.relu(x))
+        for conv, bn in zip(g.convs, g.bns):
+            x = bn(F.relu(conv(_pad(x, 2, 2, 1))))
+        x = g.bn5(F.relu(g.conv5(_pad(x, 1, 1, 0))))
+        x = F.relu(g.conv6(_pad(x, 1, 1, 0)))
+        return F.relu(g.conv7(x))[:, 0]

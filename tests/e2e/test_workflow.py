@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from calofast import io
+from calofast.benchmark import CSV_COLUMNS
 from calofast.datasets import simulate_dataset
 from tests.fakes.inputs import ILD_LAYER_EDGES, ild_hits, write_calochallenge, write_root
 from tests.fakes.zenodo_server import FakeZenodo
@@ -175,6 +176,21 @@ def test_default_target_builds_every_stage(finished_run, inputs):
     judged = json.loads((val / "judge.json").read_text())
     assert judged["folds"] == 2 and 0.0 <= judged["classifier_hlf"]["auc"] <= 1.0
     assert (val / "judge.png").exists()
+    # the speed benchmark: every variant and batch size, the reference simulator beside it
+    bench = workdir / "results/lcd_ele/gan_tiny/benchmark"
+    timing = pd.read_csv(bench / "timing.csv")
+    assert list(timing.columns) == CSV_COLUMNS
+    ok = timing[timing["status"] == "ok"]
+    assert set(ok["variant"]) == {"plain_fp32", "fast_fp32", "fast_bf16"} and set(ok["batch_size"]) == {1, 3}
+    assert (ok["ms_per_shower"] > 0).all() and (ok["gflop_per_shower"] > 0).all()
+    assert (ok["speedup_vs_reference"] > 0).all() and np.isfinite(ok["output_difference"]).all()
+    assert ok[ok["precision"] == "fp32"]["within_tolerance"].all()  # the exact rewrite
+    info = json.loads((bench / "timing.json").read_text())
+    assert info["hardware"]["cpu"] and info["reference_ms_per_shower"] > 0
+    assert {"provenance", "matmul_probe_gflops", "flops_per_shower", "targets"} <= set(info)
+    assert (bench / "timing.png").exists() and (bench / "timing.pdf").exists()
+    ref = json.loads((workdir / "results/lcd_ele/benchmark/reference_simulator.json").read_text())
+    assert ref["ms_per_shower"] > 0 and ref["workers"] >= 1
     # the CaloChallenge record was downloaded, converted and exported back unchanged
     manifest = json.loads((workdir / "resources/cc_toy/zenodo/manifest.json").read_text())
     assert [f["key"] for f in manifest["files"]] == ["dataset_toy_1.hdf5"]
@@ -201,6 +217,7 @@ def test_editing_one_value_reruns_only_what_depends_on_it(finished_run, repo_roo
     model = "dataset=lcd_ele, model=gan_tiny"
     assert prep == [
         ("all", ""),
+        ("benchmark_model", model),
         ("compare_model", model),
         ("generate", model),
         ("judge_model", model),
@@ -228,6 +245,7 @@ def test_editing_one_value_reruns_only_what_depends_on_it(finished_run, repo_roo
     stage2 = plan(lambda c: c["models"]["gan_tiny"]["stages"][1].update(epochs=3))
     assert stage2 == [
         ("all", ""),
+        ("benchmark_model", "dataset=lcd_ele, model=gan_tiny"),
         ("compare_model", "dataset=lcd_ele, model=gan_tiny"),
         ("generate", "dataset=lcd_ele, model=gan_tiny"),
         ("judge_model", "dataset=lcd_ele, model=gan_tiny"),
@@ -243,6 +261,23 @@ def test_editing_one_value_reruns_only_what_depends_on_it(finished_run, repo_roo
     assert plan(lambda c: c["judge"].update(seed=4)) == [
         ("all", ""),
         ("judge_model", "dataset=lcd_ele, model=gan_tiny"),
+    ]
+    # a model-benchmark setting reruns the model benchmark only; a shared one the simulator's too
+    assert plan(lambda c: c["benchmark"].update(variants=["plain_fp32", "fast_fp32"])) == [
+        ("all", ""),
+        ("benchmark_model", "dataset=lcd_ele, model=gan_tiny"),
+    ]
+    assert plan(lambda c: c["benchmark"].update(repeats=3)) == [
+        ("all", ""),
+        ("benchmark_model", "dataset=lcd_ele, model=gan_tiny"),
+        ("benchmark_reference", "dataset=lcd_ele"),
+    ]
+    # the optional Geant4 baseline adds its timing job to grid datasets with a model
+    geant4 = {"enabled": True, "data_dir": "/nowhere"}
+    assert plan(lambda c: c["benchmark"].update(geant4=geant4)) == [
+        ("all", ""),
+        ("benchmark_geant4", "dataset=lcd_ele"),
+        ("benchmark_model", "dataset=lcd_ele, model=gan_tiny"),
     ]
     # converting differently does not download again
     conv = plan(lambda c: c["datasets"]["cc_toy"].update(n_showers=5))
@@ -262,6 +297,7 @@ def test_report_collects_the_figures_and_tables(finished_run, repo_root, tmp_pat
     assert sum(n.endswith("comparison.png") for n in names) == 1
     assert sum(n.endswith("metrics.csv") for n in names) == 1
     assert sum(n.endswith("judge.png") for n in names) == 1
+    assert sum(n.endswith("timing.png") for n in names) == 1 and sum(n.endswith("timing.csv") for n in names) == 1
     figures = {Path(n).name for n in names} & {
         p.name for p in finished_run.glob("results/*/*/validation/figures/*.png")
     }

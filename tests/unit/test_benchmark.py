@@ -1,0 +1,313 @@
+"""Speed-benchmark bookkeeping and the exactness of the fast generation path (not speed)."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from calofast import benchmark as bm
+from calofast.generate import MicroBatched, optimized_network, tune_micro_batch
+from calofast.models.gan3d import (
+    FastGenerator,
+    Gan3D,
+    Gan3DConfig,
+    conv_on_upsampled,
+    polyphase_upsample_conv_weights,
+)
+from calofast.train import CHECKPOINT_FORMAT
+
+TINY = {"init_channels": 2, "dense_units": 1296, "gen_filters": 2, "gen_hidden_filters": 2}
+
+
+def _randomise_bn(gen):
+    for bn in [gen.bn1, *gen.bns, gen.bn5]:
+        bn.running_mean.uniform_(-0.2, 0.2)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-0.1, 0.1)
+    return gen.eval()
+
+
+@pytest.mark.parametrize(
+    ("factor", "kernel", "size"),
+    [(6, (6, 6, 8), (9, 9, 8)), (3, (2, 5, 4), (4, 3, 5)), (2, (3, 1, 2), (3, 4, 2)), (1, (2, 2, 2), (3, 3, 3))],
+)
+def test_conv_on_upsampled_equals_conv_of_the_upsampled_tensor(factor, kernel, size):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, *size, generator=g)
+    w = torch.randn(4, 3, *kernel, generator=g)
+    b = torch.randn(4, generator=g)
+    expected = F.conv3d(F.interpolate(x, scale_factor=factor, mode="nearest"), w, b)
+    wp, bp, taps = polyphase_upsample_conv_weights(w, b, factor)
+    got = conv_on_upsampled(x, wp, bp, taps, factor, kernel)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
+    # phase kernels: J = (factor + k - 2) // factor + 1 taps per axis, factor^3 phases per channel
+    assert taps == tuple((factor + k - 2) // factor + 1 for k in kernel)
+    assert wp.shape == (4 * factor**3, 3, *taps)
+
+
+@pytest.mark.parametrize("arch", [{}, TINY], ids=["paper", "tiny"])
+def test_fast_generator_reproduces_the_generator(arch):
+    torch.manual_seed(0)
+    gen = _randomise_bn(Gan3D(Gan3DConfig(**arch)).generator)
+    before = {k: v.clone() for k, v in gen.state_dict().items()}
+    fast = FastGenerator(gen)
+    z = torch.randn(3, 256)
+    with torch.no_grad():
+        ref, out = gen(z), fast(z)
+    assert out.shape == ref.shape == (3, 51, 51, 25)
+    assert (out - ref).abs().max() / ref.abs().max() < 1e-5
+    # converting the fast network (bf16, channels-last) leaves the trained generator alone
+    net = optimized_network(gen, torch.device("cpu"), "bf16", micro_batch=None)
+    with torch.inference_mode():
+        low = net(z.bfloat16()).float()
+    assert all(torch.equal(v, before[k]) for k, v in gen.state_dict().items())
+    assert ((low - ref).abs().sum() / ref.abs().sum()).item() < bm.TOLERANCE["bf16"]
+
+
+def test_fast_generator_has_fewer_flops():
+    gen = Gan3D(Gan3DConfig()).generator.eval()
+    z = torch.randn(1, 256)
+    plain, fast = bm.forward_flops(gen, z), bm.forward_flops(FastGenerator(gen), z)
+    # the first convolution: 8 x 8 x (6*6*8) MACs at 49 x 49 x 41 outputs = 3.63 GFLOP of 6.12
+    assert plain == pytest.approx(6.12e9, rel=0.01)
+    assert plain / fast > 2.2
+
+
+def test_micro_batching_is_exact_and_tuned_among_candidates():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU()).eval()
+    z = torch.randn(7, 6)
+    with torch.inference_mode():
+        full = net(z)
+        for size in (None, 1, 2, 3, 7, 10):
+            torch.testing.assert_close(MicroBatched(net, size)(z), full)
+    assert tune_micro_batch(net, z, (1, 2, 4)) in (1, 2, 4)
+
+
+def test_timed_calls_exclude_the_warmup():
+    calls = []
+
+    def fn():
+        calls.append(1)
+        time.sleep(0.3 if len(calls) == 1 else 0.01)
+
+    seconds = bm.timed_calls(fn, warmup=1, repeats=3)
+    assert len(calls) == 4 and len(seconds) == 3
+    assert max(seconds) < 0.2
+    s = bm.summarize([0.010, 0.020, 0.030], batch=10)  # seconds per call of 10 showers
+    assert s["ms_per_shower"] == pytest.approx(2.0) and s["ms_per_shower_min"] == pytest.approx(1.0)
+    assert s["ms_per_shower_max"] == pytest.approx(3.0) and s["showers_per_s"] == pytest.approx(500.0)
+    assert s["ms_per_shower_iqr"] == pytest.approx(1.0)
+
+
+class SleepyLinear(torch.nn.Module):
+    """A linear layer that also sleeps a fixed time per row (a known cost), and
+    0.3 s more on its first call with a new batch size (as a kernel autotuner)."""
+
+    def __init__(self, ms_per_row: float, dtype=torch.float32) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(8, 16).to(dtype)
+        torch.nn.init.constant_(self.lin.weight, 0.01)
+        torch.nn.init.zeros_(self.lin.bias)
+        self.ms = ms_per_row
+        self.seen = set()
+
+    def forward(self, z):
+        if z.shape[0] not in self.seen:
+            self.seen.add(z.shape[0])
+            time.sleep(0.3)
+        time.sleep(self.ms * z.shape[0] / 1e3)
+        return self.lin(z)
+
+
+class FakePath(bm.GenerationPath):
+    model_type = "fake"
+
+    def network(self, variant, device):
+        kind, precision, _ = bm.VARIANTS[variant]
+        return SleepyLinear(10.0 if kind == "plain" else 5.0, bm.DTYPES_T[precision])
+
+    def latent(self, batch, device, precision, generator=None):
+        z = torch.randn(batch, 8, generator=generator).abs() + 0.1
+        return z.to(device, bm.DTYPES_T[precision]), np.full(batch, 1000.0)
+
+    def finish(self, out, energy_mev):
+        return out.float().cpu().numpy() * energy_mev[:, None]
+
+
+def test_benchmark_bookkeeping_on_a_model_of_known_cost(tmp_path):
+    cfg = bm.BenchmarkConfig(
+        batch_sizes=[1, 4, 64],
+        variants=["fast_fp32", "fast_bf16", "fast_fp16"],
+        devices=["cpu"],
+        repeats=3,
+        max_seconds_per_point=1.5,
+        probe_size=64,
+    )
+    assert cfg.variants[0] == "plain_fp32"  # the baseline is always timed
+    result = bm.benchmark_model(FakePath(), "fake", cfg, reference_ms=20.0, geant4_ms=100.0)
+    rows = result["rows"]
+    ok = [r for r in rows if r["status"] == "ok"]
+    # 10 ms/row (plain) and 5 ms/row (fast) of sleep: the per-shower time is in ms
+    for r in ok:
+        expected = 10.0 if r["variant"] == "plain_fp32" else 5.0
+        assert expected <= r["ms_per_shower"] < expected * 1.5 + 5.0
+        assert r["ms_per_shower_max"] < expected * 1.5 + 5.0  # the 0.3 s warm-up call is not timed
+        assert r["repeats"] == 3 and r["host_peak_rss_mb"] > 0
+        assert r["gflop_per_shower"] == pytest.approx(2 * 8 * 16 / 1e9)
+        assert r["speedup_vs_reference"] == pytest.approx(20.0 / r["ms_per_shower"])
+        assert r["speedup_vs_geant4"] == pytest.approx(100.0 / r["ms_per_shower"])
+        assert r["fraction_of_probe"] == pytest.approx(r["achieved_gflops"] / r["probe_gflops"])
+    fast = {r["batch_size"]: r for r in ok if r["variant"] == "fast_fp32"}
+    assert 1.3 < fast[4]["speedup_vs_baseline"] < 2.5
+    # batch 64 x 5 ms x (1 warm-up + 3 repeats) = 1.3 s fits; the plain one (2.6 s) is skipped
+    skipped = [r for r in rows if r["status"].startswith("skipped")]
+    assert any(
+        r["variant"] == "plain_fp32" and r["batch_size"] == 64 and "max_seconds_per_point" in r["status"]
+        for r in skipped
+    )
+    assert any(r["variant"] == "fast_fp16" and "fp16" in r["status"] for r in skipped)  # no fast CPU fp16
+    assert result["output_checks"]["fast_fp32@cpu"]["within_tolerance"]
+    assert result["flops_per_shower"]["plain_fp32"] == 256
+    assert result["matmul_probe_gflops"]["cpu"]["fp32"] > 0
+    # table, JSON and figure
+    bm.write_table(rows, tmp_path / "t.csv")
+    header = (tmp_path / "t.csv").read_text().splitlines()[0].split(",")
+    assert header == bm.CSV_COLUMNS
+    bm.write_json(result, tmp_path / "t.json", config={"seed": 1})
+    data = json.loads((tmp_path / "t.json").read_text())
+    assert data["hardware"]["torch"] == torch.__version__ and "git_commit" in json.dumps(data["provenance"])
+    bm.plot_benchmark(result, tmp_path / "t.png", tmp_path / "t.pdf")
+    assert (tmp_path / "t.png").stat().st_size > 0 and (tmp_path / "t.pdf").stat().st_size > 0
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_targets_are_evaluated_from_the_rows():
+    def row(variant, device, batch, ms, speedup, within=True):
+        return {
+            "variant": variant,
+            "device": device,
+            "batch_size": batch,
+            "status": "ok",
+            "ms_per_shower": ms,
+            "speedup_vs_baseline": speedup,
+            "within_tolerance": within,
+        }
+
+    rows = [
+        row("plain_fp32", "cpu", 64, 90.0, 1.0),
+        row("fast_fp32", "cpu", 64, 40.0, 2.25),
+        row("fast_bf16", "cpu", 64, 20.0, 4.5, within=False),
+        row("fast_bf16", "cuda:0", 1000, 0.04, 10.0),
+        row("fast_fp32", "cuda:0", 100, 0.01, 40.0),
+    ]
+    t = bm.targets(rows)
+    assert t["best_speedup_vs_baseline@cpu"]["variant"] == "fast_fp32"  # bf16 was out of tolerance
+    assert not t["best_speedup_vs_baseline@cpu"]["met"]
+    assert t["gpu_ms_per_shower@cuda:0"] == {
+        "variant": "fast_bf16",
+        "batch_size": 1000,
+        "ms_per_shower": 0.04,
+        "target": 0.05,
+        "met": True,
+    }
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(bm.BenchmarkError, match="unknown \\['fast_int8'\\]"):
+        bm.BenchmarkConfig(variants=["fast_int8"])
+    with pytest.raises(bm.BenchmarkError, match="batch_sizes"):
+        bm.BenchmarkConfig(batch_sizes=[0])
+    with pytest.raises(bm.BenchmarkError, match="no generation path for model type 'vae'"):
+        bm.generation_path("vae", None, None, None)
+    with pytest.raises(bm.BenchmarkError, match="energy distribution"):
+        bm.benchmark_reference(
+            {"name": "x", "geometry": "lcd_ecal", "particle": "electron"}, [1], 1, bm.BenchmarkConfig()
+        )
+
+
+def test_gan3d_path_gives_canonical_showers_and_agreeing_variants(tmp_path):
+    torch.manual_seed(0)
+    model = Gan3D(Gan3DConfig(**TINY))
+    _randomise_bn(model.generator)
+    ck = tmp_path / "ck.pt"
+    torch.save(
+        {
+            "format_version": CHECKPOINT_FORMAT,
+            "model_type": "3dgan",
+            "model_name": "tiny",
+            "model_config": model.cfg.to_dict(),
+            "stage": "s",
+            "epoch": 0,
+            "generator": model.generator.state_dict(),
+        },
+        ck,
+    )
+    pipeline = {"transforms": [{"name": "scale", "factor": 0.001}, {"name": "power", "exponent": 0.85}]}
+    (tmp_path / "t.json").write_text(json.dumps({"geometry": "lcd_ecal", "pipeline": pipeline}))
+    path = bm.generation_path("3dgan", ck, tmp_path / "t.json", (np.array([10.0, 200.0]), np.array([1.2, 1.9])))
+    z, e = path.latent(3, torch.device("cpu"), "fp32", torch.Generator().manual_seed(0))
+    assert z.shape == (3, 256) and e.tolist() == [1e4, 2e5, 1e4]
+    assert z[:, 0].tolist() == pytest.approx([0.1, 2.0, 0.1]) and z[:, 1].tolist() == pytest.approx([1.2, 1.9, 1.2])
+    with torch.inference_mode():
+        plain = path.network("plain_fp32", torch.device("cpu"))(z)
+        fast = path.network("fast_fp32", torch.device("cpu"))(z)
+    assert (fast - plain).abs().max() / plain.abs().max() < 1e-5
+    cells = path.finish(fast, e)
+    assert cells.shape == (3, 51, 51, 25) and cells.dtype == np.float32
+    # the inverse preprocessing: (E/GeV)^0.85 back to MeV
+    np.testing.assert_allclose(cells, fast.numpy() ** (1 / 0.85) * 1e3, rtol=1e-5, atol=1e-6)
+
+
+def test_reference_simulator_timing(dataset_cfg):
+    ds = dataset_cfg("ild_photon", n_showers=10)
+    cfg = bm.BenchmarkConfig(repeats=2, devices=["cpu"])
+    result = bm.benchmark_reference(ds, [1, 4], 1, cfg)
+    assert [r["batch_size"] for r in result["rows"]] == [1, 4]
+    assert all(r["status"] == "ok" and r["ms_per_shower"] > 0 for r in result["rows"])
+    assert result["ms_per_shower"] == min(r["ms_per_shower"] for r in result["rows"])
+    assert result["workers"] == 1 and result["hardware"]["cpu_count"] >= 1
+
+
+def test_geant4_baseline_errors_are_named(tmp_path, make_config, monkeypatch):
+    from calofast import geant4_baseline as g4b
+    from calofast.config import ConfigError, validate_config
+
+    with pytest.raises(g4b.Geant4Error, match=r"lacks \['G4EMLOW8.8', 'G4ENSDFSTATE3.0', 'PhotonEvaporation6.1.2'\]"):
+        g4b.configure_data(tmp_path)
+    with pytest.raises(g4b.Geant4Error, match="grid geometries .* not 'atlas_em_barrel'"):
+        g4b.grid_geometry("atlas_em_barrel")
+    with pytest.raises(g4b.Geant4Error, match="data_dir is required"):
+        g4b.benchmark_geant4({"geometry": "lcd_ecal", "particle": "electron"}, {"data_dir": None}, 1)
+    for sub in g4b.DATA_SETS.values():
+        (tmp_path / sub).mkdir()
+    monkeypatch.setitem(__import__("sys").modules, "geant4_pybind", None)  # not installed
+    with pytest.raises(g4b.Geant4Error, match=r"optional geant4 extra \(pip install -e '.\[geant4\]'\)"):
+        g4b.import_geant4(tmp_path)
+    assert g4b.label(True) == "Geant4 timing with surrogate low-energy tables"
+    cfg = make_config()
+    cfg["benchmark"] = {"geant4": {"enabled": True, "data_dir": None}}
+    with pytest.raises(ConfigError, match="benchmark.geant4.data_dir: required"):
+        validate_config(cfg)
+
+
+@pytest.mark.skipif(
+    not __import__("os").environ.get("CALOFAST_G4_DATA"),
+    reason="needs the geant4 extra and CALOFAST_G4_DATA (a Geant4 data directory, e.g. surrogate tables)",
+)
+def test_geant4_timing_on_the_ild_geometry():
+    import os
+
+    from calofast.geant4_baseline import benchmark_geant4
+
+    ds = {"name": "ild", "geometry": "ild_siw_ecal", "particle": "photon"}
+    result = benchmark_geant4(ds, {"data_dir": os.environ["CALOFAST_G4_DATA"], "n_showers": 3, "energies_gev": [5]}, 1)
+    (row,) = result["rows"]
+    assert row["n_showers"] == 3 and row["ms_per_shower"] > 0 and result["ms_per_shower"] == row["ms_per_shower"]
+    assert 0.005 < row["mean_visible_fraction"] < 0.1  # energy in the silicon: a few percent
+    assert result["label"] == row["label"] == "Geant4 timing with surrogate low-energy tables"

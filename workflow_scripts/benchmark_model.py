@@ -1,0 +1,24 @@
+"""Snakemake adapter: time the generation paths of one trained model."""
+
+import torch
+
+from calofast.benchmark import run_model_benchmark
+from calofast.logs import job_log
+
+with job_log(snakemake.log[0]):
+    torch.set_num_threads(snakemake.threads)
+    run_model_benchmark(
+        snakemake.input.checkpoint,
+        snakemake.input.transforms,
+        snakemake.input.test,
+        model=snakemake.wildcards.model,
+        model_type=snakemake.params.model_type,
+        settings=snakemake.params.benchmark,
+        out_csv=snakemake.output.csv,
+        out_json=snakemake.output.json,
+        out_png=snakemake.output.png,
+        out_pdf=snakemake.output.pdf,
+        reference=snakemake.input.get("reference"),
+        geant4=snakemake.input.get("geant4"),
+        repo=snakemake.scriptdir,
+    )
