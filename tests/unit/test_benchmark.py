@@ -107,7 +107,7 @@ def test_timed_calls_exclude_the_warmup():
 
 class SleepyLinear(torch.nn.Module):
     """A linear layer that also sleeps a fixed time per row (a known cost), and
-    0.3 s more on its first call with a new batch size (as a kernel autotuner)."""
+    1 s more on its first call with a new batch size (as a kernel autotuner)."""
 
     def __init__(self, ms_per_row: float, dtype=torch.float32) -> None:
         super().__init__()
@@ -120,7 +120,7 @@ class SleepyLinear(torch.nn.Module):
     def forward(self, z):
         if z.shape[0] not in self.seen:
             self.seen.add(z.shape[0])
-            time.sleep(0.3)
+            time.sleep(1.0)
         time.sleep(self.ms * z.shape[0] / 1e3)
         return self.lin(z)
 
@@ -156,15 +156,15 @@ def test_benchmark_bookkeeping_on_a_model_of_known_cost(tmp_path):
     # 10 ms/row (plain) and 5 ms/row (fast) of sleep: the per-shower time is in ms
     for r in ok:
         expected = 10.0 if r["variant"] == "plain_fp32" else 5.0
-        assert expected <= r["ms_per_shower"] < expected * 1.5 + 5.0
-        assert r["ms_per_shower_max"] < expected * 1.5 + 5.0  # the 0.3 s warm-up call is not timed
+        assert expected <= r["ms_per_shower"] < expected * 2 + 10.0
+        assert r["ms_per_shower_max"] * r["batch_size"] < 800.0  # no timed call holds the 1 s warm-up
         assert r["repeats"] == 3 and r["host_peak_rss_mb"] > 0
         assert r["gflop_per_shower"] == pytest.approx(2 * 8 * 16 / 1e9)
         assert r["speedup_vs_reference"] == pytest.approx(20.0 / r["ms_per_shower"])
         assert r["speedup_vs_geant4"] == pytest.approx(100.0 / r["ms_per_shower"])
         assert r["fraction_of_probe"] == pytest.approx(r["achieved_gflops"] / r["probe_gflops"])
     fast = {r["batch_size"]: r for r in ok if r["variant"] == "fast_fp32"}
-    assert 1.3 < fast[4]["speedup_vs_baseline"] < 2.5
+    assert 1.2 < fast[4]["speedup_vs_baseline"] < 3.0
     # batch 64 x 5 ms x (1 warm-up + 3 repeats) = 1.3 s fits; the plain one (2.6 s) is skipped
     skipped = [r for r in rows if r["status"].startswith("skipped")]
     assert any(
