@@ -1,0 +1,92 @@
+"""Training of the ATLAS VAE and WGAN-GP: runs, checkpoints, resume, NaN stop (tiny data)."""
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from calofast.preprocess import alignment_multihot
+from calofast.train import TrainingError, load_checkpoint
+from calofast.train_atlas import Blocks, fit_atlas
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory):
+    path = tmp_path_factory.mktemp("atlas") / "train.h5"
+    rng = np.random.default_rng(0)
+    n = 240
+    x = rng.gamma(0.3, 0.01, size=(n, 266)).astype(np.float32)
+    x /= x.sum(axis=1, keepdims=True)
+    with h5py.File(path, "w") as f:
+        f["x"] = x
+        f["energy"] = rng.choice([1024.0, 65536.0, 262144.0], n).astype(np.float32)  # MeV
+        f["alignment_multihot"] = alignment_multihot(rng.integers(0, 8, n))
+    return path
+
+
+def _spec(split, tmp_path, kind, epochs=2, **train):
+    return {
+        "model_name": kind,
+        "model_type": kind,
+        "stage": "s1",
+        "epochs": epochs,
+        "model": {},
+        "train": {"batch_size": 20, "threads": 1, **train},
+        "data": {"train": str(split)},
+        "checkpoint_dir": str(tmp_path / "checkpoints"),
+        "summary": str(tmp_path / "training.json"),
+    }
+
+
+def test_blocks_stream_every_row_once_per_epoch(split):
+    data = Blocks(split, 20, 64, seed=3, epoch=0)
+    rows = [x for x, _, _ in data]
+    assert len(rows) == len(data) == 12  # blocks of 60 rows (a multiple of the batch): 4 x 3 batches
+    with h5py.File(split) as f:
+        np.testing.assert_allclose(torch.cat(rows).sum(0).numpy(), f["x"][:].sum(0), rtol=1e-4, atol=1e-6)
+    e = torch.cat([e for _, e, _ in Blocks(split, 20, 64, 3, 0)])
+    np.testing.assert_allclose(np.unique(e.numpy()), [1.024, 65.536, 262.144], rtol=1e-6)  # GeV
+    assert not torch.equal(rows[0], next(iter(Blocks(split, 20, 64, 3, 1)))[0])  # reshuffled per epoch
+
+
+@pytest.mark.parametrize("kind", ["atlas_vae", "atlas_wgan"])
+def test_training_writes_checkpoints_and_resumes_identically(split, tmp_path, kind):
+    full = fit_atlas(_spec(split, tmp_path / "full", kind, epochs=2))
+    assert [h["epoch"] for h in full["history"]] == [1, 2] and len(full["checkpoints"]) == 2
+    key = "vae_total" if kind == "atlas_vae" else "critic_total"
+    assert all(np.isfinite(h[key]) for h in full["history"])
+    # one epoch, then the same run asked for two: continues from epoch 1 to the same weights
+    fit_atlas(_spec(split, tmp_path / "part", kind, epochs=1))
+    resumed = fit_atlas(_spec(split, tmp_path / "part", kind, epochs=2))
+    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "epoch-0002.pt")
+    b = load_checkpoint(tmp_path / "part" / "checkpoints" / "epoch-0002.pt")
+    assert a["model_type"] == kind and a["model_config"]["n_cells"] == 266
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert resumed["history"][0] == full["history"][0] | {
+        "seconds": resumed["history"][0]["seconds"],
+        "showers_per_s": resumed["history"][0]["showers_per_s"],
+    }
+
+
+def test_wgan_takes_five_critic_steps_per_generator_step(split, tmp_path):
+    summary = fit_atlas(_spec(split, tmp_path, "atlas_wgan", epochs=1))
+    # 240 rows / batch 20 = 12 batches -> 2 generator updates of 5 critic batches each
+    ck = load_checkpoint(summary["checkpoints"][-1])
+    steps = {name: max(s["step"] for s in opt["state"].values()) for name, opt in ck["optimizers"].items()}
+    assert steps == {"critic": 10, "generator": 2}
+
+
+def test_non_finite_loss_stops_with_its_place(split, tmp_path, monkeypatch):
+    import calofast.train_atlas as ta
+
+    real = ta.vae_losses
+
+    def poisoned(x, out, cfg):
+        terms = real(x, out, cfg)
+        terms["kl"] = terms["kl"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(ta, "vae_losses", poisoned)
+    with pytest.raises(TrainingError, match=r"stage s1: loss vae_kl = nan at epoch 1, step 1; training stopped"):
+        fit_atlas(_spec(split, tmp_path, "atlas_vae", epochs=1))
+    assert not list(tmp_path.glob("checkpoints/*.pt"))  # nothing written after the NaN
