@@ -90,3 +90,36 @@ def test_non_finite_loss_stops_with_its_place(split, tmp_path, monkeypatch):
     with pytest.raises(TrainingError, match=r"stage s1: loss vae_kl = nan at epoch 1, step 1; training stopped"):
         fit_atlas(_spec(split, tmp_path, "atlas_vae", epochs=1))
     assert not list(tmp_path.glob("checkpoints/*.pt"))  # nothing written after the NaN
+
+
+@pytest.mark.parametrize("kind", ["atlas_vae", "atlas_wgan"])
+def test_sampling_and_covariance_selection(split, tmp_path, kind):
+    import json
+
+    from calofast.atlas_generate import load_atlas_model, read_split, sample_showers, select_checkpoint
+
+    summary = fit_atlas(_spec(split, tmp_path, kind, epochs=3))
+    model, ck = load_atlas_model(summary["checkpoints"][-1], torch.device("cpu"))
+    cond = read_split(split, 50)
+    a = np.concatenate(list(sample_showers(model, cond["energy_gev"], cond["multihot"], 16, seed=5)))
+    b = np.concatenate(list(sample_showers(model, cond["energy_gev"], cond["multihot"], 50, seed=5)))
+    assert a.shape == (50, 266) and np.all((a >= 0) & (a <= 1))
+    if kind == "atlas_vae":  # one latent draw per batch: the same seed and batching give the same showers
+        np.testing.assert_array_equal(
+            a[:16],
+            np.concatenate(list(sample_showers(model, cond["energy_gev"][:16], cond["multihot"][:16], 16, seed=5))),
+        )
+    assert b.shape == a.shape
+    out = tmp_path / "sel"
+    out.mkdir()
+    result = select_checkpoint(
+        tmp_path / "training.json", split, out / "selected.pt", out / "selection.csv", out / "selection.json",
+        last_k=3, n_showers=200, batch_size=64,
+    )  # fmt: skip
+    scores = {e["epoch"]: e["covariance_distance"] for e in result["epochs"]}
+    assert sorted(scores) == [1, 2, 3] and result["selected_epoch"] == min(scores, key=scores.get)
+    assert all(np.isfinite(e["layer_ks"]) and 0 <= e["layer_ks"] <= 1 for e in result["epochs"])
+    chosen = load_checkpoint(out / "selected.pt")
+    assert int(chosen["epoch"]) + 1 == result["selected_epoch"]
+    assert json.loads((out / "selection.json").read_text())["n_showers"] == 200
+    assert (out / "selection.csv").read_text().count("\n") == 4
