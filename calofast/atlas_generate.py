@@ -13,11 +13,9 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ import numpy as np
 import torch
 
 from calofast import io
+from calofast.generate import keep_best
 from calofast.models.atlas import condition_vector
 from calofast.provenance import sha256_file
 from calofast.selection import CovarianceAccumulator, covariance_distance, layer_ks_distance
@@ -117,16 +116,7 @@ def select_checkpoint(
             }
         )
         log.info("epoch %d: covariance distance %.4f", rows[-1]["epoch"], rows[-1]["covariance_distance"])
-    best = min(rows, key=lambda r: r["covariance_distance"])
-    out_selected = Path(out_selected)
-    tmp = out_selected.with_name(f".{out_selected.name}.tmp")
-    shutil.copyfile(best["checkpoint"], tmp)
-    os.replace(tmp, out_selected)
-    with open(out_table, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["epoch", "covariance_distance", "layer_ks", "selected"])
-        for r in rows:
-            w.writerow([r["epoch"], f"{r['covariance_distance']:.6g}", f"{r['layer_ks']:.6g}", int(r is best)])
+    best = keep_best(rows, "covariance_distance", ["covariance_distance", "layer_ks"], out_selected, out_table)
     result = {
         "selected_epoch": best["epoch"],
         "score": best["covariance_distance"],

@@ -158,14 +158,22 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process [MB] (since the last reset, on Linux)."""
+def _proc_kib(path: str, key: str) -> float | None:
+    """A ``key: N kB`` value of a /proc file in KiB (None where unreadable)."""
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key + ":"):
+                return float(line.split()[1])
     except OSError:
         pass
+    return None
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process [MB] (since the last reset, on Linux)."""
+    kib = _proc_kib("/proc/self/status", "VmHWM")
+    if kib is not None:
+        return kib / 1024.0
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -173,13 +181,8 @@ def peak_rss_mb() -> float:
 
 def available_host_mb() -> float:
     """Memory available to new allocations [MB] (MemAvailable; inf if unknown)."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return math.inf
+    kib = _proc_kib("/proc/meminfo", "MemAvailable")
+    return math.inf if kib is None else kib / 1024.0
 
 
 def matmul_probe(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 5) -> float:

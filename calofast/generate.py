@@ -209,6 +209,28 @@ def esum_of(images: np.ndarray, pipe: Pipeline, energy_mev: np.ndarray) -> np.nd
     return cells.reshape(cells.shape[0], -1).sum(axis=1, dtype=np.float64)
 
 
+def keep_best(
+    rows: list[dict[str, Any]],
+    key: str,
+    columns: list[str],
+    out_selected: str | os.PathLike,
+    out_table: str | os.PathLike,
+) -> dict[str, Any]:
+    """The row with the lowest ``key``: its checkpoint copied (atomically) to
+    ``out_selected``, and every row's epoch, ``columns`` and flag in ``out_table``."""
+    best = min(rows, key=lambda r: r[key])
+    out_selected = Path(out_selected)
+    tmp = out_selected.with_name(f".{out_selected.name}.tmp")
+    shutil.copyfile(best["checkpoint"], tmp)
+    os.replace(tmp, out_selected)
+    with open(out_table, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["epoch", *columns, "selected"])
+        for r in rows:
+            w.writerow([r["epoch"], *(f"{r[c]:.6g}" for c in columns), int(r is best)])
+    return best
+
+
 def select_epoch(
     summary: str | os.PathLike,
     validation: str | os.PathLike,
@@ -257,16 +279,7 @@ def select_epoch(
         log.info(
             "epoch %d: sampling-fraction error %.4f +- %.4f", rows[-1]["epoch"], result["score"], result["uncertainty"]
         )
-    best = min(rows, key=lambda r: r["score"])
-    out_selected = Path(out_selected)
-    tmp = out_selected.with_name(f".{out_selected.name}.tmp")
-    shutil.copyfile(best["checkpoint"], tmp)
-    os.replace(tmp, out_selected)
-    with open(out_table, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["epoch", "score", "uncertainty", "selected"])
-        for r in rows:
-            w.writerow([r["epoch"], f"{r['score']:.6g}", f"{r['uncertainty']:.6g}", int(r is best)])
+    best = keep_best(rows, "score", ["score", "uncertainty"], out_selected, out_table)
     result = {
         "selected_epoch": best["epoch"],
         "score": best["score"],

@@ -210,6 +210,38 @@ def frozen(module: torch.nn.Module):
                     v.copy_(stats[k])
 
 
+def checkpoint_record(
+    spec: dict[str, Any], model_cfg: Any, epoch: int, fp: str, history: list[dict[str, Any]], **state: Any
+) -> dict[str, Any]:
+    """A checkpoint: the networks' and optimizers' ``state`` with everything that
+    identifies the run (model, stage, epoch, fingerprint, RNG, history, versions)."""
+    return {
+        "format_version": CHECKPOINT_FORMAT,
+        "model_name": spec["model_name"],
+        "model_type": spec["model_type"],
+        "model_config": model_cfg.to_dict(),
+        "stage": spec["stage"],
+        "epoch": epoch,
+        "fingerprint": fp,
+        **state,
+        "rng": rng_state(),
+        "history": history,
+        "preprocessing": spec.get("preprocessing"),
+        "versions": library_versions(),
+    }
+
+
+def write_summary(spec: dict[str, Any], summary: dict[str, Any]) -> None:
+    """The stage's training summary as JSON at ``spec["summary"]`` (atomically), if asked."""
+    if not spec.get("summary"):
+        return
+    out = Path(spec["summary"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(tmp, out)
+
+
 def save_atomic(obj: Any, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(obj, tmp)
@@ -402,23 +434,17 @@ def fit(spec: dict[str, Any]) -> dict[str, Any]:
         if rank == 0:
             ck_dir.mkdir(parents=True, exist_ok=True)
             save_atomic(
-                {
-                    "format_version": CHECKPOINT_FORMAT,
-                    "model_name": spec["model_name"],
-                    "model_type": spec["model_type"],
-                    "model_config": mcfg.to_dict(),
-                    "stage": stage_name,
-                    "epoch": epoch,
-                    "fingerprint": fp,
-                    "generator": gen.state_dict(),
-                    "discriminator": disc.state_dict(),
-                    "opt_g": opt_g.state_dict(),
-                    "opt_d": opt_d.state_dict(),
-                    "rng": rng_state(),
-                    "history": history,
-                    "preprocessing": spec.get("preprocessing"),
-                    "versions": library_versions(),
-                },
+                checkpoint_record(
+                    spec,
+                    mcfg,
+                    epoch,
+                    fp,
+                    history,
+                    generator=gen.state_dict(),
+                    discriminator=disc.state_dict(),
+                    opt_g=opt_g.state_dict(),
+                    opt_d=opt_d.state_dict(),
+                ),
                 ck_dir / f"epoch-{epoch + 1:04d}.pt",
             )
             _prune(ck_dir, int(spec.get("keep_last", 10)))
@@ -433,11 +459,8 @@ def fit(spec: dict[str, Any]) -> dict[str, Any]:
         "world_size": world,
         "device": str(device),
     }
-    if rank == 0 and spec.get("summary"):
-        tmp = Path(spec["summary"]).with_name(f".{Path(spec['summary']).name}.tmp")
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
-        os.replace(tmp, spec["summary"])
+    if rank == 0:
+        write_summary(spec, summary)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()

@@ -17,7 +17,6 @@ stops the job naming stage, epoch, batch and the last good checkpoint.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -40,18 +39,17 @@ from calofast.models.atlas import (
     generator_loss,
     vae_losses,
 )
-from calofast.provenance import library_versions
 from calofast.train import (
-    CHECKPOINT_FORMAT,
     TrainingError,
     _check_finite,
     _latest_checkpoint,
     _prune,
     _seed_everything,
+    checkpoint_record,
     fingerprint,
     load_checkpoint,
-    rng_state,
     save_atomic,
+    write_summary,
 )
 
 log = logging.getLogger(__name__)
@@ -216,21 +214,15 @@ def fit_atlas(spec: dict[str, Any]) -> dict[str, Any]:
         log.info("stage %s epoch %d/%d: %s", stage_name, epoch + 1, epochs, entry)
         ck_dir.mkdir(parents=True, exist_ok=True)
         save_atomic(
-            {
-                "format_version": CHECKPOINT_FORMAT,
-                "model_name": spec["model_name"],
-                "model_type": kind,
-                "model_config": mcfg.to_dict(),
-                "stage": stage_name,
-                "epoch": epoch,
-                "fingerprint": fp,
-                "model": model.state_dict(),
-                "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
-                "rng": rng_state(),
-                "history": history,
-                "preprocessing": spec.get("preprocessing"),
-                "versions": library_versions(),
-            },
+            checkpoint_record(
+                spec,
+                mcfg,
+                epoch,
+                fp,
+                history,
+                model=model.state_dict(),
+                optimizers={k: o.state_dict() for k, o in optimizers.items()},
+            ),
             ck_dir / f"epoch-{epoch + 1:04d}.pt",
         )
         _prune(ck_dir, int(spec.get("keep_last", 10)))
@@ -242,12 +234,7 @@ def fit_atlas(spec: dict[str, Any]) -> dict[str, Any]:
         "checkpoints": sorted(str(p) for p in ck_dir.glob("epoch-*.pt")),
         "device": str(device),
     }
-    if spec.get("summary"):
-        out = Path(spec["summary"])
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
-        os.replace(tmp, out)
+    write_summary(spec, summary)
     return summary
 
 
