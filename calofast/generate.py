@@ -305,6 +305,7 @@ def generate_to_file(
     amp: str = "none",
     compile_model: bool = False,
     optimized: bool = True,
+    micro_batch: int | None = 8,
     particle: str = "",
     progress: bool = True,
     repo: str | os.PathLike | None = None,
@@ -314,7 +315,9 @@ def generate_to_file(
     """Generate showers for ``conditions`` = (E [GeV], theta [rad]) into a canonical file.
 
     ``optimized`` runs :func:`optimized_network` in the precision ``amp`` names
-    (fp32 for ``none``); otherwise the generator as trained, under autocast.
+    (fp32 for ``none``), ``micro_batch`` showers per network call (fixed, not
+    tuned: kernels chosen by batch size may sum in another order, and the same
+    config must give the same file); otherwise the generator as trained, under autocast.
     """
     energy_gev, theta = (np.asarray(a, dtype=np.float64) for a in conditions)
     pipe = Pipeline.from_json(transforms)
@@ -327,7 +330,7 @@ def generate_to_file(
     input_dtype = "fp32"
     if optimized:
         input_dtype, amp_run = AMP_DTYPE[amp], "none"
-        gen = optimized_network(gen, dev, input_dtype, compile_model)
+        gen = optimized_network(gen, dev, input_dtype, compile_model, micro_batch)
     else:
         amp_run = amp
     n = len(energy_gev)
@@ -345,6 +348,7 @@ def generate_to_file(
             "amp": amp,
             "compile": compile_model,
             "optimized": optimized,
+            "micro_batch": micro_batch if optimized else None,
         },
     )
     ds = {"particle": particle}

@@ -24,6 +24,7 @@ with job_log(snakemake.log[0]):
         amp=gen["amp"],
         compile_model=gen["compile"],
         optimized=gen["optimized"],
+        micro_batch=gen["micro_batch"],
         particle=snakemake.params.particle,
         repo=snakemake.scriptdir,
         storage=snakemake.params.storage,

@@ -220,7 +220,15 @@ def test_generation_writes_reproducible_canonical_showers(trained, prep, tmp_pat
         np.testing.assert_allclose(fa["energy"][:], cond[0] * 1e3, rtol=1e-6)
         assert attrs["provenance"]["checkpoint_sha256"] == sha256_file(ck)
         assert attrs["provenance"]["epoch"] == 3
-    # bf16 autocast on the CPU gives finite showers close to the fp32 ones
+    # the optimized path (default) gives the plain network's showers
+    generate_to_file(
+        ck, transforms, tmp_path / "p.h5", cond, batch_size=3, seed=5, device="cpu", optimized=False, progress=False
+    )
+    with h5py.File(tmp_path / "a.h5") as fa, h5py.File(tmp_path / "p.h5") as fp:
+        plain = fp["showers"][:]
+        np.testing.assert_allclose(fa["showers"][:], plain, rtol=1e-4, atol=1e-4 * plain.max())
+        assert fa.attrs["provenance"] and not json.loads(fp.attrs["provenance"])["optimized"]
+    # bf16 on the CPU gives finite showers close to the fp32 ones
     generate_to_file(
         ck, transforms, tmp_path / "c.h5", cond, batch_size=3, seed=5, device="cpu", amp="bf16", progress=False
     )
