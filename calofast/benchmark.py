@@ -335,10 +335,56 @@ class Gan3DPath(GenerationPath):
         return self.pipe.inverse(out.float().cpu().numpy(), energy_mev)
 
 
+class AtlasPath(GenerationPath):
+    """An ATLAS VAE (its decoder) or WGAN (its generator): [latent, conditions] -> cells / E_gamma.
+
+    These are small MLPs, so their "fast" variants are the same network in
+    inference mode, in the named precision, optionally compiled (no rewrite).
+    """
+
+    def __init__(self, checkpoint, transforms, conditions: tuple[np.ndarray, np.ndarray | None], seed: int = 1):
+        from calofast.atlas_generate import load_atlas_model
+        from calofast.preprocess import Pipeline
+
+        self.model, self.ck = load_atlas_model(checkpoint, torch.device("cpu"))
+        self.model_type = self.ck["model_type"]
+        self.pipe = Pipeline.from_json(transforms)
+        self.energy_gev = np.asarray(conditions[0], dtype=np.float64)
+        self.multihot = None if conditions[1] is None else np.asarray(conditions[1])
+        if self.energy_gev.size == 0:
+            raise BenchmarkError("no conditions to generate from")
+        self.rng = torch.Generator(device="cpu").manual_seed(int(seed))
+
+    def _net(self) -> torch.nn.Module:
+        return self.model.decoder if hasattr(self.model, "decoder") else self.model.generator
+
+    def network(self, variant: str, device: torch.device) -> torch.nn.Module:
+        import copy
+
+        _, precision, compiled = VARIANTS[variant]
+        net = copy.deepcopy(self._net()).to(device, DTYPES_T[precision]).eval()
+        return torch.compile(net) if compiled else net
+
+    def latent(self, batch: int, device: torch.device, precision: str, generator: torch.Generator | None = None):
+        from calofast.models.atlas import condition_vector
+
+        idx = np.arange(batch) % self.energy_gev.size
+        e = torch.as_tensor(self.energy_gev[idx], dtype=torch.float32)
+        mh = None if self.multihot is None else torch.as_tensor(self.multihot[idx])
+        c = condition_vector(e, mh, self.model.cfg.conditions)
+        z = torch.randn(batch, self.model.cfg.latent_dim, generator=generator or self.rng)
+        return torch.cat([z, c], dim=1).to(device, DTYPES_T[precision]), self.energy_gev[idx] * 1e3
+
+    def finish(self, out: torch.Tensor, energy_mev: np.ndarray) -> np.ndarray:
+        return self.pipe.inverse(out.float().cpu().numpy(), energy_mev)
+
+
 def generation_path(model_type: str, checkpoint, transforms, conditions, seed: int = 1) -> GenerationPath:
     """The generation path of a model family."""
     if model_type == "3dgan":
         return Gan3DPath(checkpoint, transforms, conditions, seed)
+    if model_type in ("atlas_vae", "atlas_wgan"):
+        return AtlasPath(checkpoint, transforms, conditions, seed)
     raise BenchmarkError(f"no generation path for model type {model_type!r}")
 
 

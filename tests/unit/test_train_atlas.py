@@ -20,7 +20,11 @@ def split(tmp_path_factory):
     with h5py.File(path, "w") as f:
         f["x"] = x
         f["energy"] = rng.choice([1024.0, 65536.0, 262144.0], n).astype(np.float32)  # MeV
-        f["alignment_multihot"] = alignment_multihot(rng.integers(0, 8, n))
+        labels = rng.integers(0, 8, n).astype(np.int8)
+        f["alignment"] = labels
+        f["alignment_multihot"] = alignment_multihot(labels)
+        f["eta"] = rng.uniform(0.2, 0.25, n).astype(np.float32)
+        f["phi"] = rng.uniform(0, 2 * np.pi, n).astype(np.float32)
     return path
 
 
@@ -123,3 +127,39 @@ def test_sampling_and_covariance_selection(split, tmp_path, kind):
     assert int(chosen["epoch"]) + 1 == result["selected_epoch"]
     assert json.loads((out / "selection.json").read_text())["n_showers"] == 200
     assert (out / "selection.csv").read_text().count("\n") == 4
+
+
+@pytest.mark.parametrize("kind", ["atlas_vae", "atlas_wgan"])
+def test_generation_to_the_canonical_layout_and_benchmark_path(split, tmp_path, kind):
+    import json
+
+    from calofast import benchmark as bm
+    from calofast import io
+    from calofast.atlas_generate import generate_atlas_to_file, read_split
+
+    summary = fit_atlas(_spec(split, tmp_path, kind, epochs=1, steps_per_epoch=2))
+    ck = summary["checkpoints"][-1]
+    pipeline = {"transforms": [{"name": "normalize_incident"}], "alignment_encoding": "multi_hot"}
+    transforms = tmp_path / "transforms.json"
+    transforms.write_text(json.dumps({"geometry": "atlas_em_barrel", "pipeline": pipeline}))
+    info = generate_atlas_to_file(ck, transforms, split, tmp_path / "gen.h5", n_showers=50, batch_size=16, seed=3)
+    assert info["n_showers"] == 50
+    with h5py.File(tmp_path / "gen.h5") as g, h5py.File(split) as ref:
+        attrs = io.check_canonical(g, "gen.h5", "atlas_em_barrel")
+        assert g["showers"].shape == (50, 266) and attrs["provenance"]["model_type"] == kind
+        np.testing.assert_array_equal(g["alignment"][:], ref["alignment"][:50])
+        np.testing.assert_allclose(g["eta"][:], ref["eta"][:50])
+        # cells are the model's fractions times E_gamma [MeV]: no cell above the photon energy
+        assert np.all(g["showers"][:] <= g["energy"][:][:, None] * (1 + 1e-6))
+    cond = read_split(split, 100)
+    path = bm.generation_path(kind, ck, transforms, (cond["energy_gev"], cond["multihot"]))
+    cfg = bm.BenchmarkConfig(
+        batch_sizes=[1, 8], variants=["fast_fp32", "fast_bf16"], devices=["cpu"], repeats=2, probe_size=64
+    )
+    result = bm.benchmark_model(path, kind, cfg)
+    ok = [r for r in result["rows"] if r["status"] == "ok"]
+    assert {(r["variant"], r["batch_size"]) for r in ok} == {
+        (v, b) for v in ("plain_fp32", "fast_fp32", "fast_bf16") for b in (1, 8)
+    }
+    assert all(r["within_tolerance"] for r in ok if r["precision"] == "fp32")
+    assert result["flops_per_shower"]["plain_fp32"] > 0 and result["model_type"] == kind
