@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from calofast import io
-from calofast.generate import keep_best
+from calofast.generate import keep_best, write_selection
 from calofast.models.atlas import condition_vector
 from calofast.provenance import sha256_file
 from calofast.selection import CovarianceAccumulator, covariance_distance, layer_ks_distance
@@ -117,16 +117,15 @@ def select_checkpoint(
         )
         log.info("epoch %d: covariance distance %.4f", rows[-1]["epoch"], rows[-1]["covariance_distance"])
     best = keep_best(rows, "covariance_distance", ["covariance_distance", "layer_ks"], out_selected, out_table)
-    result = {
-        "selected_epoch": best["epoch"],
-        "score": best["covariance_distance"],
-        "metric": "||C_gen - C_ref||_F / ||C_ref||_F of the cell covariance (paper 001), normalised cells",
-        "n_showers": int(len(cond["energy_gev"])),
-        "epochs": [{k: v for k, v in r.items() if k != "checkpoint"} for r in rows],
-        "checkpoint_sha256": sha256_file(out_selected),
-    }
-    Path(out_json).write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return write_selection(
+        out_json,
+        best,
+        rows,
+        out_selected,
+        score=best["covariance_distance"],
+        metric="||C_gen - C_ref||_F / ||C_ref||_F of the cell covariance (paper 001), normalised cells",
+        n_showers=int(len(cond["energy_gev"])),
+    )
 
 
 def generate_atlas_to_file(

@@ -17,6 +17,7 @@ dataset on the same machine with the same number of cores.
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import logging
 import math
@@ -34,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from calofast.generate import DTYPES
 from calofast.provenance import provenance
 
 log = logging.getLogger(__name__)
@@ -321,7 +323,6 @@ class Gan3DPath(GenerationPath):
         return optimized_network(self.generator, device, precision, compiled)
 
     def latent(self, batch: int, device: torch.device, precision: str, generator: torch.Generator | None = None):
-        from calofast.generate import DTYPES
         from calofast.models.gan3d import generator_input
 
         idx = np.arange(batch) % self.energy_gev.size
@@ -362,7 +363,7 @@ class AtlasPath(GenerationPath):
         import copy
 
         _, precision, compiled = VARIANTS[variant]
-        net = copy.deepcopy(self._net()).to(device, DTYPES_T[precision]).eval()
+        net = copy.deepcopy(self._net()).to(device, DTYPES[precision]).eval()
         return torch.compile(net) if compiled else net
 
     def latent(self, batch: int, device: torch.device, precision: str, generator: torch.Generator | None = None):
@@ -373,7 +374,7 @@ class AtlasPath(GenerationPath):
         mh = None if self.multihot is None else torch.as_tensor(self.multihot[idx])
         c = condition_vector(e, mh, self.model.cfg.conditions)
         z = torch.randn(batch, self.model.cfg.latent_dim, generator=generator or self.rng)
-        return torch.cat([z, c], dim=1).to(device, DTYPES_T[precision]), self.energy_gev[idx] * 1e3
+        return torch.cat([z, c], dim=1).to(device, DTYPES[precision]), self.energy_gev[idx] * 1e3
 
     def finish(self, out: torch.Tensor, energy_mev: np.ndarray) -> np.ndarray:
         return self.pipe.inverse(out.float().cpu().numpy(), energy_mev)
@@ -433,13 +434,13 @@ def benchmark_model(
                 rows.append(_skipped(model, variant, dev, precision, compiled, None, skip))
                 continue
             if precision not in probes[dev]:
-                probes[dev][precision] = matmul_probe(device, DTYPES_T[precision], cfg.probe_size)
+                probes[dev][precision] = matmul_probe(device, DTYPES[precision], cfg.probe_size)
             net = nets[variant] = path.network(variant, device)
             if variant not in flops:
                 z1, _ = path.latent(1, device, precision)
                 flops[variant] = forward_flops(_uncompiled(net), z1)
             with torch.inference_mode():
-                out = net(z_check.to(DTYPES_T[precision]))
+                out = net(z_check.to(DTYPES[precision]))
             diff = _output_difference(reference_out, out, precision)
             checks[f"{variant}@{dev}"] = {
                 "output_difference": diff,
@@ -515,15 +516,6 @@ def benchmark_model(
     }
 
 
-DTYPES_T = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def gc_collect() -> None:
-    import gc
-
-    gc.collect()
-
-
 def _uncompiled(net: torch.nn.Module) -> torch.nn.Module:
     inner = getattr(net, "net", net)  # MicroBatched
     return getattr(inner, "_orig_mod", inner)
@@ -567,7 +559,7 @@ def _time_interleaved(
             t = out[variant]
             if "error" in t:
                 continue
-            gc_collect()
+            gc.collect()
             base = peak_rss_mb() if reset_peak_rss() else None
             if is_cuda:
                 torch.cuda.reset_peak_memory_stats(device)
@@ -662,7 +654,6 @@ def _simulate_n(ds: dict[str, Any], n: int, seed: int) -> int:
     from calofast.geometry import get_geometry
     from calofast.simulator import simulate
 
-    torch.set_num_threads(1)
     geometry = get_geometry(ds["geometry"])
     rng = np.random.default_rng(seed)
     energy, angles = sample_conditions(ds, rng, 0, n)

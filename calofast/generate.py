@@ -231,6 +231,21 @@ def keep_best(
     return best
 
 
+def write_selection(
+    out_json: str | os.PathLike, best: dict[str, Any], rows: list[dict[str, Any]], out_selected, **fields: Any
+) -> dict[str, Any]:
+    """The selection summary (the chosen epoch, ``fields``, every scored epoch and the
+    selected file's SHA-256) as JSON; returns it."""
+    result = {
+        "selected_epoch": best["epoch"],
+        **fields,
+        "epochs": [{k: v for k, v in r.items() if k != "checkpoint"} for r in rows],
+        "checkpoint_sha256": sha256_file(out_selected),
+    }
+    Path(out_json).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
 def select_epoch(
     summary: str | os.PathLike,
     validation: str | os.PathLike,
@@ -280,18 +295,17 @@ def select_epoch(
             "epoch %d: sampling-fraction error %.4f +- %.4f", rows[-1]["epoch"], result["score"], result["uncertainty"]
         )
     best = keep_best(rows, "score", ["score", "uncertainty"], out_selected, out_table)
-    result = {
-        "selected_epoch": best["epoch"],
-        "score": best["score"],
-        "uncertainty": best["uncertainty"],
-        "metric": "mean relative error of the sampling fraction over energy bins (paper 000, Sec. V-F2)",
-        "n_showers": int(len(e_mev)),
-        "bin_edges_gev": [float(b) / 1e3 for b in edges],
-        "epochs": [{k: v for k, v in r.items() if k != "checkpoint"} for r in rows],
-        "checkpoint_sha256": sha256_file(out_selected),
-    }
-    Path(out_json).write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return write_selection(
+        out_json,
+        best,
+        rows,
+        out_selected,
+        score=best["score"],
+        uncertainty=best["uncertainty"],
+        metric="mean relative error of the sampling fraction over energy bins (paper 000, Sec. V-F2)",
+        n_showers=int(len(e_mev)),
+        bin_edges_gev=[float(b) / 1e3 for b in edges],
+    )
 
 
 def generate_to_file(

@@ -130,11 +130,11 @@ class FakePath(bm.GenerationPath):
 
     def network(self, variant, device):
         kind, precision, _ = bm.VARIANTS[variant]
-        return SleepyLinear(10.0 if kind == "plain" else 5.0, bm.DTYPES_T[precision])
+        return SleepyLinear(10.0 if kind == "plain" else 5.0, bm.DTYPES[precision])
 
     def latent(self, batch, device, precision, generator=None):
         z = torch.randn(batch, 8, generator=generator).abs() + 0.1
-        return z.to(device, bm.DTYPES_T[precision]), np.full(batch, 1000.0)
+        return z.to(device, bm.DTYPES[precision]), np.full(batch, 1000.0)
 
     def finish(self, out, energy_mev):
         return out.float().cpu().numpy() * energy_mev[:, None]
