@@ -228,6 +228,37 @@ def test_validation_and_judge_schema_match_their_dataclasses(repo_root):
     assert set(schema["judge"]["properties"]) == {f.name for f in dataclasses.fields(JudgeConfig)}
 
 
+def test_benchmark_schema_matches_its_dataclass(repo_root):
+    """Every benchmark key reaches the code with the same default."""
+    import dataclasses
+
+    from calofast.benchmark import BenchmarkConfig
+
+    schema = yaml.safe_load((repo_root / "schemas" / "config.schema.yaml").read_text())["properties"]["benchmark"]
+    fields = {f.name: f for f in dataclasses.fields(BenchmarkConfig)}
+    read_by_rules = {"threads", "reference_batch_sizes", "geant4"}
+    assert set(schema["properties"]) == set(fields) | read_by_rules
+    defaults = BenchmarkConfig()
+    for name in fields:
+        assert schema["properties"][name]["default"] == getattr(defaults, name), name
+
+
+@pytest.mark.parametrize(
+    ("section", "value", "message"),
+    [
+        ("benchmark", {"variants": ["fast_int8"]}, r"'fast_int8' is not one of \['plain_fp32', 'fast_fp32'"),
+        ("benchmark", {"batch_sizes": [0]}, r"0 is less than the minimum of 1"),
+        ("benchmark", {"devices": ["tpu"]}, r"'tpu' is not one of \['cpu', 'cuda'\]"),
+        ("benchmark", {"memory_fraction": 1.5}, r"1.5 is greater than the maximum of 1"),
+        ("benchmark", {"geant4": {"physics": "opt4"}}, r"'opt4' is not one of \['opt0', 'opt1'\]"),
+        ("benchmark", {"repeat": 3}, r"'repeat' was unexpected"),
+    ],
+)
+def test_benchmark_settings_are_checked(make_config, section, value, message):
+    with pytest.raises(WorkflowError, match=message):
+        validate_config(make_config(**{section: value}))
+
+
 def test_validation_and_judge_settings_are_checked(make_config):
     with pytest.raises(WorkflowError, match=r"1 is less than the minimum of 2"):
         validate_config(make_config(judge={"folds": 1}))

@@ -163,3 +163,24 @@ def test_generation_to_the_canonical_layout_and_benchmark_path(split, tmp_path, 
     }
     assert all(r["within_tolerance"] for r in ok if r["precision"] == "fp32")
     assert result["flops_per_shower"]["plain_fp32"] > 0 and result["model_type"] == kind
+
+
+def test_bad_inputs_are_named(split, tmp_path):
+    from calofast import io
+    from calofast.atlas_generate import load_atlas_model
+    from calofast.train_atlas import build_atlas_model
+
+    with pytest.raises(
+        TrainingError, match=r"unknown ATLAS model type 'atlas_flow'; known: \['atlas_vae', 'atlas_wgan'\]"
+    ):
+        build_atlas_model("atlas_flow")
+    bad = tmp_path / "bad.h5"
+    with h5py.File(bad, "w") as f:
+        f["x"] = np.zeros((30, 266), np.float32)
+    with pytest.raises(io.DataFormatError, match=r"bad.h5: dataset 'energy' is missing \(not a preprocessed split\?\)"):
+        Blocks(bad, 10, 64, 1, 0)
+    with pytest.raises(TrainingError, match=r"240 showers give no full batch of 500"):
+        Blocks(split, 500, 1000, 1, 0)
+    (tmp_path / "x.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(TrainingError, match="cannot read checkpoint"):
+        load_atlas_model(tmp_path / "x.pt", torch.device("cpu"))
