@@ -20,6 +20,7 @@ include: "rules/select.smk"
 include: "rules/generate.smk"
 include: "rules/validate.smk"
 include: "rules/benchmark.smk"
+include: "rules/scan.smk"
 
 
 rule all:

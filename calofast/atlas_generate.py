@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from calofast import io
-from calofast.generate import keep_best, write_selection
+from calofast.generate import candidate_checkpoints, keep_best, write_selection
 from calofast.models.atlas import condition_vector
 from calofast.provenance import sha256_file
 from calofast.selection import CovarianceAccumulator, covariance_distance, layer_ks_distance
@@ -77,7 +77,7 @@ def _layers(x: np.ndarray, sizes: tuple[int, ...]) -> np.ndarray:
 
 
 def select_checkpoint(
-    summary: str | os.PathLike,
+    summary: str | os.PathLike | list,
     validation: str | os.PathLike,
     out_selected: str | os.PathLike,
     out_table: str | os.PathLike,
@@ -88,11 +88,9 @@ def select_checkpoint(
     batch_size: int = 1000,
     layer_sizes: tuple[int, ...] = (21, 168, 49, 28),
 ) -> dict[str, Any]:
-    """Score the last ``last_k`` checkpoints by the covariance distance; keep the best."""
-    info = json.loads(Path(summary).read_text())
-    checkpoints = sorted(info["checkpoints"])[-last_k:]
-    if not checkpoints:
-        raise TrainingError(f"{summary}: the stage wrote no checkpoint to select from")
+    """Score the last ``last_k`` checkpoints (of every seed's ``summary``) by the covariance
+    distance; keep the best."""
+    checkpoints = candidate_checkpoints(summary, last_k)
     cond = read_split(validation, n_showers)
     ref = CovarianceAccumulator()
     ref_layers = []
@@ -101,7 +99,7 @@ def select_checkpoint(
         ref_layers.append(_layers(chunk["x"], layer_sizes))
     cov_ref, ref_layers = ref.covariance(), np.concatenate(ref_layers)
     rows = []
-    for path in checkpoints:
+    for seed_of, path in checkpoints:
         model, ck = load_atlas_model(path, torch.device("cpu"))
         acc, gen_layers = CovarianceAccumulator(), []
         for x in sample_showers(model, cond["energy_gev"], cond["multihot"], batch_size, seed):
@@ -109,6 +107,7 @@ def select_checkpoint(
             gen_layers.append(_layers(x, layer_sizes))
         rows.append(
             {
+                "seed": seed_of,
                 "epoch": int(ck["epoch"]) + 1,
                 "checkpoint": str(path),
                 "covariance_distance": covariance_distance(cov_ref, acc.covariance()),

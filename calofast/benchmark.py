@@ -257,7 +257,7 @@ def precision_supported(device: torch.device, precision: str) -> str | None:
         return None
     if device.type == "cpu":
         if precision == "fp16":
-            return "fp16 convolutions have no fast CPU kernels"
+            return "fp16 has no fast CPU kernels (convolutions, matmuls)"
         if not torch.backends.mkldnn.is_available():
             return "bf16 on the CPU needs oneDNN"
         return None
@@ -384,7 +384,7 @@ def generation_path(model_type: str, checkpoint, transforms, conditions, seed: i
     """The generation path of a model family."""
     if model_type == "3dgan":
         return Gan3DPath(checkpoint, transforms, conditions, seed)
-    if model_type in ("atlas_vae", "atlas_wgan"):
+    if model_type in ("atlas_vae", "atlas_wgan"):  # calofast.models.ATLAS_TYPES
         return AtlasPath(checkpoint, transforms, conditions, seed)
     raise BenchmarkError(f"no generation path for model type {model_type!r}")
 
@@ -816,10 +816,16 @@ def run_model_benchmark(
 ) -> dict[str, Any]:
     """The benchmark job of one model: conditions from the test split, the
     reference (and Geant4) timings from their JSON files, table, JSON and figure."""
+    from calofast.atlas_generate import read_split
     from calofast.generate import read_conditions
+    from calofast.models import ATLAS_TYPES
 
     cfg = BenchmarkConfig(**{k: v for k, v in settings.items() if k in BenchmarkConfig.__dataclass_fields__})
-    conditions = read_conditions(test, 10_000, cfg.seed)
+    if model_type in ATLAS_TYPES:  # (E_gamma [GeV], multi-hot alignment)
+        split = read_split(test, 10_000)
+        conditions = (split["energy_gev"], split["multihot"])
+    else:  # (E_p [GeV], theta [rad])
+        conditions = read_conditions(test, 10_000, cfg.seed)
     path = generation_path(model_type, checkpoint, transforms, conditions, cfg.seed)
     ref = json.loads(Path(reference).read_text()) if reference else {}
     g4 = json.loads(Path(geant4).read_text()) if geant4 else {}

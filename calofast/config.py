@@ -157,13 +157,64 @@ def check_config(config: dict[str, Any]) -> None:
         )
 
 
+def model_seeds(model: dict[str, Any]) -> list[int]:
+    """The training seeds of a model entry: ``seeds``, or ``[train.seed]`` (default 1)."""
+    return list(model.get("seeds") or [int((model.get("train") or {}).get("seed", 1))])
+
+
+def scan_points(name: str, model: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The models of a ``scan`` grid: ``{name}-scan-NNN`` -> the entry with the point's
+    dotted keys (``architecture.x``, ``train.y``) replaced (no ``scan`` of its own).
+    Points are numbered in the order of ``itertools.product`` over the keys as written."""
+    import itertools
+
+    scan = model.get("scan")
+    if not scan:
+        return {}
+    keys = list(scan["parameters"])
+    points = {}
+    for i, values in enumerate(itertools.product(*(scan["parameters"][k] for k in keys))):
+        point = copy.deepcopy({k: v for k, v in model.items() if k != "scan"})
+        for key, value in zip(keys, values):
+            block, field = key.split(".", 1)
+            point[block] = {**(point.get(block) or {}), field: value}
+        point["description"] = ", ".join(f"{k}={v}" for k, v in zip(keys, values))
+        points[f"{name}-scan-{i:03d}"] = point
+    return points
+
+
+def all_models(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The configured models plus the points of their scans (each a model of its own)."""
+    models = dict(config.get("models") or {})
+    for name, model in list(models.items()):
+        models.update(scan_points(name, model))
+    return models
+
+
+def _check_scan_point(name: str, point: dict[str, Any], schema: str | os.PathLike = DEFAULT_SCHEMA) -> None:
+    """A scan point must pass the schema's model definition (types and ranges of the values)."""
+    import jsonschema
+    import yaml
+
+    full = yaml.safe_load(Path(schema).read_text())
+    validator = jsonschema.Draft202012Validator({"$ref": "#/$defs/model", "$defs": full["$defs"]})
+    errors = sorted(validator.iter_errors(point), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        path = ".".join(str(p) for p in err.absolute_path)
+        raise ConfigError(f"models.{name} ({point['description']}): {path}: {err.message}")
+
+
 def check_models(config: dict[str, Any]) -> None:
-    """Models: their dataset and stage preprocessings, architecture and conditions."""
-    from calofast.models import get_model
+    """Models and their scan points: dataset and stage preprocessings, architecture and conditions."""
+    from calofast.models import ATLAS_TYPES, get_model
 
     datasets, preps = config["datasets"], config.get("preprocessing") or {}
-    for name, model in (config.get("models") or {}).items():
+    models = all_models(config)
+    for name, model in models.items():
         where = f"models.{name}"
+        if "-scan-" in name:
+            _check_scan_point(name, model)
         if model["dataset"] not in datasets:
             raise ConfigError(
                 f"{where}.dataset: unknown dataset {model['dataset']!r}; known datasets: {sorted(datasets)}"
@@ -177,6 +228,12 @@ def check_models(config: dict[str, Any]) -> None:
         if model["type"] == "3dgan" and ds["geometry"] != "lcd_ecal":
             raise ConfigError(
                 f"{where}: 3dgan generates 51x51x25 LCD images; dataset {model['dataset']!r} is {ds['geometry']}"
+            )
+        atlas = model["type"] in ATLAS_TYPES
+        if atlas and ds["geometry"] != "atlas_em_barrel":
+            raise ConfigError(
+                f"{where}: {model['type']} generates the 266-cell ATLAS image; dataset {model['dataset']!r} "
+                f"is {ds['geometry']} (needs geometry atlas_em_barrel)"
             )
         names = [s["name"] for s in model["stages"]]
         if len(set(names)) != len(names):
@@ -203,6 +260,33 @@ def check_models(config: dict[str, Any]) -> None:
                         f"{sw}.preprocessing: 3dgan's discriminator undoes x^{arch.power} to compute E_sum, so the "
                         f"last transform of {stage['preprocessing']!r} must be {{name: power, exponent: {arch.power}}}"
                     )
+            if atlas:
+                _check_atlas_stage(sw, stage["preprocessing"], prep, model["type"], arch)
         gen = model["generation"]
+        if atlas and gen["conditions"] != "test":
+            raise ConfigError(
+                f"{where}.generation.conditions: {model['type']} generates for the test split's conditions "
+                "(E_gamma, eta, phi, alignment); grid is for 3dgan"
+            )
         if gen["conditions"] == "grid" and not gen.get("grid"):
             raise ConfigError(f"{where}.generation: conditions grid needs generation.grid.energy_gev")
+
+
+def _check_atlas_stage(where: str, prep_name: str, prep: dict[str, Any], kind: str, arch: Any) -> None:
+    """An ATLAS model's preprocessing: unpooled cells, alignment when conditioned on it, and
+    cells in [0, 1] (normalize_incident) under a sigmoid output."""
+    if prep.get("pool"):
+        raise ConfigError(f"{where}.preprocessing: {kind} needs the unpooled 266 cells, {prep_name!r} pools them")
+    if "alignment" in arch.conditions and prep.get("alignment_encoding", "none") != "multi_hot":
+        raise ConfigError(
+            f"{where}.preprocessing: {kind} is conditioned on the cell alignment, so {prep_name!r} needs "
+            "alignment_encoding: multi_hot (or drop alignment from architecture.conditions)"
+        )
+    transforms = prep.get("transforms") or []
+    sigmoid = kind == "atlas_wgan" or getattr(arch, "output_activation", "sigmoid") == "sigmoid"
+    if sigmoid and (not transforms or transforms[-1]["name"] != "normalize_incident"):
+        raise ConfigError(
+            f"{where}.preprocessing: {kind}'s sigmoid output gives cells in [0, 1], so the last transform of "
+            f"{prep_name!r} must be {{name: normalize_incident}} (the paper's choice; for log10 or raw cells use "
+            "atlas_vae with architecture.output_activation: linear)"
+        )

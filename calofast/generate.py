@@ -225,10 +225,25 @@ def keep_best(
     os.replace(tmp, out_selected)
     with open(out_table, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["epoch", *columns, "selected"])
+        w.writerow(["seed", "epoch", *columns, "selected"])
         for r in rows:
-            w.writerow([r["epoch"], *(f"{r[c]:.6g}" for c in columns), int(r is best)])
+            w.writerow([r.get("seed", ""), r["epoch"], *(f"{r[c]:.6g}" for c in columns), int(r is best)])
     return best
+
+
+def candidate_checkpoints(summaries: str | os.PathLike | list, last_k: int) -> list[tuple[int | None, str]]:
+    """(seed, checkpoint) of the last ``last_k`` epochs of every training summary (one per
+    seed of a stage); an error names a summary without checkpoints."""
+    if isinstance(summaries, (str, os.PathLike)):
+        summaries = [summaries]
+    out = []
+    for summary in summaries:
+        info = json.loads(Path(summary).read_text())
+        checkpoints = sorted(info["checkpoints"])[-last_k:]
+        if not checkpoints:
+            raise TrainingError(f"{summary}: the stage wrote no checkpoint to select from")
+        out += [(info.get("seed"), str(p)) for p in checkpoints]
+    return out
 
 
 def write_selection(
@@ -238,6 +253,7 @@ def write_selection(
     selected file's SHA-256) as JSON; returns it."""
     result = {
         "selected_epoch": best["epoch"],
+        "selected_seed": best.get("seed"),
         **fields,
         "epochs": [{k: v for k, v in r.items() if k != "checkpoint"} for r in rows],
         "checkpoint_sha256": sha256_file(out_selected),
@@ -247,7 +263,7 @@ def write_selection(
 
 
 def select_epoch(
-    summary: str | os.PathLike,
+    summary: str | os.PathLike | list,
     validation: str | os.PathLike,
     transforms: str | os.PathLike,
     out_selected: str | os.PathLike,
@@ -261,11 +277,9 @@ def select_epoch(
     seed: int = 1,
     device: str = "auto",
 ) -> dict[str, Any]:
-    """Score the last ``last_k`` checkpoints of a stage and keep the best as ``out_selected``."""
-    info = json.loads(Path(summary).read_text())
-    checkpoints = sorted(info["checkpoints"])[-last_k:]
-    if not checkpoints:
-        raise TrainingError(f"{summary}: the stage wrote no checkpoint to select from")
+    """Score the last ``last_k`` checkpoints of a stage (of every seed's ``summary``) and
+    keep the best as ``out_selected``."""
+    checkpoints = candidate_checkpoints(summary, last_k)
     pipe = Pipeline.from_json(transforms)
     with io.open_h5(validation) as f:
         available = int(f["x"].shape[0])
@@ -281,7 +295,7 @@ def select_epoch(
     edges = energy_bins(e_mev, n_bins, None if bin_edges_gev is None else [b * 1e3 for b in bin_edges_gev])
     dev = pick_device(device)
     rows = []
-    for path in checkpoints:
+    for seed_of, path in checkpoints:
         gen, cfg, ck = load_generator(path, dev)
         esum_gen = np.concatenate(
             [
@@ -290,7 +304,7 @@ def select_epoch(
             ]
         )
         result = sampling_fraction_score(e_mev, esum_data, e_mev, esum_gen, edges)
-        rows.append({"epoch": int(ck["epoch"]) + 1, "checkpoint": str(path), **result})
+        rows.append({"seed": seed_of, "epoch": int(ck["epoch"]) + 1, "checkpoint": str(path), **result})
         log.info(
             "epoch %d: sampling-fraction error %.4f +- %.4f", rows[-1]["epoch"], result["score"], result["uncertainty"]
         )

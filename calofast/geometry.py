@@ -311,6 +311,17 @@ class AtlasEMBarrel(Geometry):
         showers = np.asarray(showers)
         return np.stack([showers[:, sl].sum(axis=1) for sl in self._slices], axis=1)
 
+    def impact_offsets(self, eta: np.ndarray, phi: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per layer, (delta-eta (N, n_eta), delta-phi (N, n_phi)): the cell centres of each
+        shower's window minus its impact point (|eta|, phi), in eta and radians."""
+        place = self.place(None, {"eta": eta, "phi": phi}, None)
+        out = []
+        for i, spec in enumerate(self.specs):
+            deta = (np.arange(spec.n_eta)[None, :] + 0.5 - place.a_u[:, i : i + 1]) * spec.d_eta
+            dphi = (np.arange(spec.n_phi)[None, :] + 0.5 - place.a_v[:, i : i + 1]) * spec.d_phi
+            out.append((deta, dphi))
+        return out
+
     @staticmethod
     def alignment_of(eta: np.ndarray, phi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(phi_alignment in 0..3, eta_alignment in 0..1) of impact positions."""

@@ -79,12 +79,19 @@ def measured_angle_np(images: np.ndarray, **kwargs) -> np.ndarray:
         return measured_angle(torch.as_tensor(np.asarray(images, dtype=np.float64)), **kwargs).numpy()
 
 
+#: Samples with at most this many distinct incident energies are binned per energy.
+DISCRETE_MAX = 16
+
+
 def energy_bins(energies: np.ndarray, n_bins: int = 5, edges: list[float] | None = None) -> np.ndarray:
-    """Bin edges in energy: explicit ``edges`` or ``n_bins`` equal-population bins."""
+    """Bin edges in energy: explicit ``edges``; one bin per energy for discrete samples (at
+    most ``n_bins`` distinct energies, or at most ``DISCRETE_MAX`` each repeated 4 times on
+    average, as ATLAS's nine); else ``n_bins`` equal-population bins."""
     if edges is not None:
         return np.asarray(edges, dtype=np.float64)
     values = np.unique(energies)
-    if values.size <= n_bins:  # discrete energies: one bin each
+    discrete = values.size <= n_bins or (values.size <= DISCRETE_MAX and len(energies) >= 4 * values.size)
+    if discrete:  # one bin each
         mids = 0.5 * (values[1:] + values[:-1])
         return np.concatenate([[values[0] * 0.999], mids, [values[-1] * 1.001]])
     q = np.quantile(energies, np.linspace(0.0, 1.0, n_bins + 1))

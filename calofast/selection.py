@@ -42,6 +42,25 @@ class CovarianceAccumulator:
         self.s1 += d.sum(axis=0)
         self.s2 += d.T @ d
 
+    def merged(self, other: CovarianceAccumulator) -> CovarianceAccumulator:
+        """The accumulator of both samples (the sums of ``other`` moved to this shift)."""
+        out = CovarianceAccumulator()
+        if other.shift is None or self.shift is None:
+            src = self if other.shift is None else other
+            out.n, out.shift, out.s1, out.s2 = src.n, src.shift, src.s1, src.s2
+            return out
+        delta = other.shift - self.shift
+        out.n, out.shift = self.n + other.n, self.shift
+        out.s1 = self.s1 + other.s1 + other.n * delta
+        out.s2 = (
+            self.s2
+            + other.s2
+            + np.outer(other.s1, delta)
+            + np.outer(delta, other.s1)
+            + other.n * np.outer(delta, delta)
+        )
+        return out
+
     def covariance(self) -> np.ndarray:
         """Sample covariance (n - 1 normalisation)."""
         if self.n < 2:

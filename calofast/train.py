@@ -452,6 +452,7 @@ def fit(spec: dict[str, Any]) -> dict[str, Any]:
             dist.barrier()
     summary = {
         "stage": stage_name,
+        "seed": cfg.seed,
         "epochs": epochs,
         "fingerprint": fp,
         "history": history,
@@ -495,6 +496,12 @@ def _prune(ck_dir: Path, keep: int) -> None:
 
 def run_stage(spec: dict[str, Any]) -> dict[str, Any]:
     """Train a stage in this process, or under ``torchrun`` with ``train.nproc`` processes."""
+    if spec["model_type"] != "3dgan":
+        from calofast.train_atlas import ATLAS_MODELS, fit_atlas
+
+        if spec["model_type"] not in ATLAS_MODELS:
+            raise TrainingError(f"unknown model type {spec['model_type']!r}")
+        return fit_atlas(spec)
     nproc = int(spec["train"].get("nproc", 1))
     if nproc <= 1 or "WORLD_SIZE" in os.environ:
         return fit(spec)

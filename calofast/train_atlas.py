@@ -29,11 +29,8 @@ import numpy as np
 import torch
 
 from calofast import io
+from calofast.models import ATLAS_TYPES, MODELS
 from calofast.models.atlas import (
-    AtlasGAN,
-    AtlasGANConfig,
-    AtlasVAE,
-    AtlasVAEConfig,
     condition_vector,
     critic_loss,
     generator_loss,
@@ -54,7 +51,7 @@ from calofast.train import (
 
 log = logging.getLogger(__name__)
 
-ATLAS_MODELS = {"atlas_vae": (AtlasVAE, AtlasVAEConfig), "atlas_wgan": (AtlasGAN, AtlasGANConfig)}
+ATLAS_MODELS = {k: MODELS[k] for k in ATLAS_TYPES}
 
 
 @dataclass(frozen=True)
@@ -228,6 +225,7 @@ def fit_atlas(spec: dict[str, Any]) -> dict[str, Any]:
         _prune(ck_dir, int(spec.get("keep_last", 10)))
     summary = {
         "stage": stage_name,
+        "seed": cfg.seed,
         "epochs": epochs,
         "fingerprint": fp,
         "history": history,

@@ -59,7 +59,7 @@ rule benchmark_model:
         mem_mb=16000,
         runtime=240,
     params:
-        benchmark=config["benchmark"],
+        benchmark=model_benchmark_config,
         model_type=lambda wildcards: MODELS[wildcards.model]["type"],
     script:
         "../workflow_scripts/benchmark_model.py"

@@ -6,17 +6,25 @@ import re
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from calofast.config import ConfigError, check_config
+from calofast.config import (
+    ConfigError,
+    all_models,
+    check_config,
+    check_models,
+    model_seeds,
+    scan_points,
+)
 
 validate(config, schema="../schemas/config.schema.yaml")
 try:
     check_config(config)
+    check_models(config)
 except ConfigError as err:
     raise WorkflowError(f"invalid configuration: {err}") from None
 
 DATASETS = config["datasets"]
 PREPROCESSING = config["preprocessing"]
-MODELS = config["models"]
+MODELS = all_models(config)  # the configured models and the points of their scans
 SPLITS = ["train", "validation", "test"]
 STAGES = sorted({s["name"] for m in MODELS.values() for s in m["stages"]})
 
@@ -37,6 +45,7 @@ wildcard_constraints:
     split=names_regex(SPLITS),
     model=names_regex(MODELS),
     stage=names_regex(STAGES),
+    seed=r"\d+",
 
 
 # The keys of a dataset entry that each kind of job uses: passing exactly these as
@@ -150,6 +159,20 @@ def stage_dir(wildcards, stage):
     return f"results/{wildcards.dataset}/{wildcards.model}/stage-{stage}"
 
 
+def seed_dir(wildcards, stage):
+    return f"{stage_dir(wildcards, stage)}/seed-{wildcards.seed}"
+
+
+def _seed(wildcards):
+    """The seed in the path; it must be one of the model's seeds."""
+    seeds = model_seeds(_model(wildcards))
+    if int(wildcards.seed) not in seeds:
+        raise WorkflowError(
+            f"model {wildcards.model!r} trains seeds {seeds}, not {wildcards.seed}"
+        )
+    return int(wildcards.seed)
+
+
 def train_inputs(wildcards):
     """The stage's training split and, after the first stage, the previous stage's selected weights."""
     i, stage = _stage(wildcards)
@@ -173,25 +196,36 @@ def train_spec(wildcards):
         "epochs": stage["epochs"],
         "lr": stage.get("lr"),
         "model": model.get("architecture", {}),
-        "train": model.get("train", {}),
+        "train": {**model.get("train", {}), "seed": _seed(wildcards)},
         "keep_last": model["selection"]["last_k"],
         "preprocessing": PREPROCESSING[stage["preprocessing"]],
-        "checkpoint_dir": f"{stage_dir(wildcards, stage['name'])}/checkpoints",
+        "checkpoint_dir": f"{seed_dir(wildcards, stage['name'])}/checkpoints",
     }
 
 
+def train_threads(wildcards):
+    """2 threads for the 3DGAN's 3D convolutions; 1 for the ATLAS MLPs (small matrices gain
+    nothing from a second thread, and two seeds then train side by side)."""
+    return 2 if _model(wildcards)["type"] == "3dgan" else 1
+
+
 def select_inputs(wildcards):
+    """The training summaries of every seed of the stage, and its validation split."""
     _, stage = _stage(wildcards)
     prep = prep_dir(stage["preprocessing"])
+    base = stage_dir(wildcards, stage["name"])
     return {
-        "summary": f"{stage_dir(wildcards, stage['name'])}/training.json",
+        "summaries": [
+            f"{base}/seed-{seed}/training.json"
+            for seed in model_seeds(_model(wildcards))
+        ],
         "validation": f"{prep}/validation.h5",
         "transforms": f"{prep}/transforms.json",
     }
 
 
 def selection_config(wildcards):
-    return _model(wildcards)["selection"]
+    return {**_model(wildcards)["selection"], "model_type": _model(wildcards)["type"]}
 
 
 def generate_inputs(wildcards):
@@ -213,6 +247,37 @@ def validation_inputs(wildcards):
         "test": f"{prep}/test.h5",
         "transforms": f"{prep}/transforms.json",
         "generated": f"results/{wildcards.dataset}/{wildcards.model}/generated.h5",
+    }
+
+
+def _scan_points(wildcards):
+    """(point name, {dotted key: value}) of the model's scan, in grid order."""
+    scan = _model(wildcards).get("scan")
+    if not scan:
+        raise WorkflowError(f"model {wildcards.model!r} has no scan block")
+    keys = list(scan["parameters"])
+    return [
+        (name, {k: point[k.split(".")[0]][k.split(".")[1]] for k in keys})
+        for name, point in scan_points(wildcards.model, _model(wildcards)).items()
+    ]
+
+
+def scan_parameters(wildcards):
+    return [list(p) for p in _scan_points(wildcards)]
+
+
+def scan_inputs(wildcards):
+    """Every scan point's last-stage selected checkpoint and the model's validation split."""
+    last = _model(wildcards)["stages"][-1]
+    prep = prep_dir(last["preprocessing"])
+    base = f"results/{wildcards.dataset}"
+    return {
+        "selected": [
+            f"{base}/{name}/stage-{last['name']}/selected.pt"
+            for name, _ in _scan_points(wildcards)
+        ],
+        "validation": f"{prep}/validation.h5",
+        "transforms": f"{prep}/transforms.json",
     }
 
 
@@ -253,6 +318,12 @@ REFERENCE_BENCHMARK_KEYS = (
 )
 
 
+def model_benchmark_config(wildcards):
+    """The benchmark settings a model's timing depends on (the Geant4 settings reach it
+    through the Geant4 timing file, an input, only where the dataset has one)."""
+    return {k: v for k, v in config["benchmark"].items() if k != "geant4"}
+
+
 def reference_benchmark_config(wildcards):
     """The benchmark settings the reference-simulator timing depends on."""
     return {k: config["benchmark"][k] for k in REFERENCE_BENCHMARK_KEYS}
@@ -281,8 +352,10 @@ def get_final_output():
             out.append(f"results/{name}/export/calochallenge.hdf5")
     for name, prep in PREPROCESSING.items():
         out.append(f"results/{prep['dataset']}/preprocessed/{name}/transforms.json")
-    for name, model in MODELS.items():
+    for name, model in config["models"].items():  # scan points: through scan.csv only
         base = f"results/{model['dataset']}/{name}"
+        if model.get("scan"):
+            out.append(f"{base}/scan/scan.csv")
         out += [
             f"{base}/comparison.png",
             f"{base}/validation/metrics.csv",

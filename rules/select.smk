@@ -1,5 +1,7 @@
-# Stage 4: epoch selection after each training stage (sampling-fraction error on
-# the validation split, paper 000 Sec. V-F2); selected.pt is the stage's output.
+# Stage 4: selection of the best (seed, epoch) after each training stage on the
+# validation split: 3dgan by the sampling-fraction error (paper 000 Sec. V-F2),
+# the ATLAS models by the cell covariance distance (paper 001); selected.pt is
+# the stage's output.
 
 
 rule select_epoch:

@@ -7,14 +7,14 @@ rule train_stage:
     input:
         unpack(train_inputs),
     output:
-        summary="results/{dataset}/{model}/stage-{stage}/training.json",
+        summary="results/{dataset}/{model}/stage-{stage}/seed-{seed}/training.json",
     log:
-        "logs/train_stage/{dataset}/{model}/{stage}.log",
+        "logs/train_stage/{dataset}/{model}/{stage}/seed-{seed}.log",
     benchmark:
-        "benchmarks/train_stage/{dataset}/{model}/{stage}.tsv"
+        "benchmarks/train_stage/{dataset}/{model}/{stage}/seed-{seed}.tsv"
     conda:
         "../envs/calofast.yaml"
-    threads: 2
+    threads: train_threads
     resources:
         gpu=lambda wildcards: model_resources(wildcards)["gpus"],
         runtime=lambda wildcards: model_resources(wildcards)["runtime_min"],

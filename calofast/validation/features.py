@@ -86,9 +86,16 @@ def grid_features(
 
 
 def atlas_features(
-    cells: np.ndarray, energy_mev: np.ndarray, geometry: AtlasEMBarrel, hit_threshold_mev: float
+    cells: np.ndarray,
+    energy_mev: np.ndarray,
+    geometry: AtlasEMBarrel,
+    hit_threshold_mev: float,
+    impact: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Layer energies and fractions, shower depth, and the middle layer's eta/phi centre and width."""
+    """Layer energies and fractions, shower depth (energy-weighted mean of the layer centre
+    depths, X0), and the energy-weighted mean and width of delta-eta and delta-phi from the
+    impact point (``impact`` = (|eta|, phi) per shower) in the middle layer; without
+    ``impact`` they are measured from the centre of the middle-layer window (the impact cell)."""
     n = cells.shape[0]
     layers = geometry.layer_energies(cells).astype(np.float64)
     total = layers.sum(axis=1)
@@ -106,10 +113,57 @@ def atlas_features(
     out["depth_x0"] = (layers * depth).sum(axis=1) / safe
     mid = geometry.layer_images(cells)["middle"].astype(np.float64)
     etot = mid.sum(axis=(1, 2))
-    for axis, proj in (("eta", mid.sum(axis=2)), ("phi", mid.sum(axis=1))):
-        m = moments(proj, etot, order=2)
-        out[f"m1_{axis}"] = m[:, 0] - (proj.shape[1] - 1) / 2  # cells from the impact cell
-        out[f"width_{axis}"] = np.sqrt(np.maximum(m[:, 1], 0.0))
+    safe_mid = np.where(etot > 0, etot, 1.0)
+    offsets = _middle_offsets(geometry, n, impact)
+    for axis, proj, d in (("eta", mid.sum(axis=2), offsets[0]), ("phi", mid.sum(axis=1), offsets[1])):
+        m1 = (proj * d).sum(axis=1) / safe_mid
+        m2 = (proj * (d - m1[:, None]) ** 2).sum(axis=1) / safe_mid
+        out[f"m1_{axis}"] = np.where(etot > 0, m1, 0.0)
+        out[f"width_{axis}"] = np.where(etot > 0, np.sqrt(np.maximum(m2, 0.0)), 0.0)
+    return out
+
+
+def _middle_offsets(geometry: AtlasEMBarrel, n: int, impact) -> tuple[np.ndarray, np.ndarray]:
+    """(delta-eta, delta-phi) of the middle-layer cells from the impact point (or window centre)."""
+    i = [ly.name for ly in geometry.layers].index("middle")
+    if impact is not None:
+        return geometry.impact_offsets(*impact)[i]
+    spec = geometry.specs[i]
+    deta = (np.arange(spec.n_eta) - (spec.n_eta - 1) / 2) * spec.d_eta
+    dphi = (np.arange(spec.n_phi) - (spec.n_phi - 1) / 2) * spec.d_phi
+    return np.broadcast_to(deta, (n, spec.n_eta)), np.broadcast_to(dphi, (n, spec.n_phi))
+
+
+def atlas_delta_bins(geometry: AtlasEMBarrel) -> dict[str, np.ndarray]:
+    """Bin edges of the per-layer delta-eta / delta-phi profiles: the layer's cell width,
+    centred on the impact point, wide enough for every window position."""
+    edges = {}
+    for spec in geometry.specs:
+        for axis, n_cells, w in (("eta", spec.n_eta, spec.d_eta), ("phi", spec.n_phi, spec.d_phi)):
+            half = n_cells // 2 + 1
+            edges[f"d{axis}_{spec.name}"] = (np.arange(-half, half + 1) - 0.5) * w
+    return edges
+
+
+def atlas_delta_profiles(
+    cells: np.ndarray, geometry: AtlasEMBarrel, impact: tuple[np.ndarray, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Per layer, each shower's energy [MeV] in bins of delta-eta and delta-phi of the cell
+    centres from the impact point, bin width = that layer's cell width (paper 001, Fig. 3b);
+    cells outside the range go to the first / last bin."""
+    out = {}
+    images = geometry.layer_images(cells)
+    edges = atlas_delta_bins(geometry)
+    n = cells.shape[0]
+    rows = np.arange(n)[:, None]
+    for spec, (deta, dphi) in zip(geometry.specs, geometry.impact_offsets(*impact)):
+        img = images[spec.name].astype(np.float64)
+        for axis, proj, d in (("eta", img.sum(axis=2), deta), ("phi", img.sum(axis=1), dphi)):
+            e = edges[f"d{axis}_{spec.name}"]
+            nb = len(e) - 1
+            b = np.clip(np.digitize(d, e) - 1, 0, nb - 1)
+            flat = np.bincount((rows * nb + b).ravel(), weights=proj.ravel(), minlength=n * nb)
+            out[f"d{axis}_{spec.name}"] = flat.reshape(n, nb)
     return out
 
 
@@ -145,15 +199,17 @@ def shower_features(
     geometry: Geometry,
     hit_threshold_mev: float = 0.2,
     proj: dict[str, np.ndarray] | None = None,
+    impact: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-shower scalar observables for the geometry (see the module docstring); ``proj``:
-    the grid showers' :func:`projections_2d` when already computed."""
+    the grid showers' :func:`projections_2d` when already computed; ``impact``: (|eta|, phi)
+    of ATLAS showers."""
     if cells.shape[0] != energy_mev.shape[0]:
         raise ValueError(f"{cells.shape[0]} showers but {energy_mev.shape[0]} energies")
     if isinstance(geometry, GridCalorimeter):
         return grid_features(cells, energy_mev, theta, geometry, hit_threshold_mev, proj)
     if isinstance(geometry, AtlasEMBarrel):
-        return atlas_features(cells, energy_mev, geometry, hit_threshold_mev)
+        return atlas_features(cells, energy_mev, geometry, hit_threshold_mev, impact)
     if isinstance(geometry, CaloChallengeGeometry):
         return calochallenge_features(cells, energy_mev, geometry, hit_threshold_mev)
     raise TypeError(f"no observables defined for geometry {geometry.name!r}")
@@ -189,9 +245,15 @@ def grid_radial_profile(
     return out.reshape(n, n_bins)
 
 
-def profiles(cells: np.ndarray, geometry: Geometry, proj: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+def profiles(
+    cells: np.ndarray,
+    geometry: Geometry,
+    proj: dict[str, np.ndarray] | None = None,
+    impact: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
     """Energy profiles per shower: along each grid axis and radial, or per layer / r bin /
-    middle-layer axis (``proj``: the grid showers' :func:`projections_2d` when computed)."""
+    middle-layer axis (``proj``: the grid showers' :func:`projections_2d` when computed);
+    ATLAS showers with their ``impact`` (|eta|, phi) add :func:`atlas_delta_profiles`."""
     if isinstance(geometry, GridCalorimeter):
         proj = proj or projections_2d(cells, geometry)
         return {
@@ -202,7 +264,10 @@ def profiles(cells: np.ndarray, geometry: Geometry, proj: dict[str, np.ndarray] 
         }
     if isinstance(geometry, AtlasEMBarrel):
         mid = geometry.layer_images(cells)["middle"]
-        return {"layer": geometry.layer_energies(cells), "eta": mid.sum(axis=2), "phi": mid.sum(axis=1)}
+        out = {"layer": geometry.layer_energies(cells), "eta": mid.sum(axis=2), "phi": mid.sum(axis=1)}
+        if impact is not None:
+            out.update(atlas_delta_profiles(cells, geometry, impact))
+        return out
     if isinstance(geometry, CaloChallengeGeometry):
         return {"layer": geometry.layer_energies(cells), "r": geometry.radial_profile(cells)[1]}
     raise TypeError(f"no profiles defined for geometry {geometry.name!r}")

@@ -78,8 +78,8 @@ def load_sample(
     """High-level features, pooled log voxels and energies of the first ``limit`` showers."""
     feats: dict[str, list] = {}
     vox, energy = [], []
-    for _, cells, e, theta in iter_showers(path, 512, transforms, limit):
-        f = shower_features(cells, e, theta, geometry, cfg.hit_threshold_mev)
+    for _, cells, e, theta, impact in iter_showers(path, 512, transforms, limit):
+        f = shower_features(cells, e, theta, geometry, cfg.hit_threshold_mev, impact=impact)
         for k, v in f.items():
             feats.setdefault(k, []).append(v)
         pooled = np.maximum(_pool(cells.astype(np.float64), factors), 0.0)

@@ -16,7 +16,7 @@ import mplhep as hep  # noqa: E402
 import numpy as np  # noqa: E402
 
 from calofast.validation.engine import SampleStats, merge  # noqa: E402
-from calofast.validation.features import log_bins  # noqa: E402
+from calofast.validation.features import atlas_delta_bins, geometry_kind, log_bins  # noqa: E402
 
 MODEL_COLOUR = "tab:red"
 
@@ -154,6 +154,21 @@ for _axis in ("x", "y", "z", "eta", "phi", "r", "layer"):
     LABELS[f"m3_{_axis}"] = f"$M_3$ ({_axis})"
     LABELS[f"m4_{_axis}"] = f"$M_4$ ({_axis})"
     LABELS[f"width_{_axis}"] = f"width ({_axis})"
+# ATLAS middle layer: energy-weighted delta from the impact point (eta units, rad)
+LABELS.update(
+    {
+        "m1_eta": r"middle $\langle\Delta\eta\rangle$",
+        "width_eta": r"middle width in $\eta$",
+        "m1_phi": r"middle $\langle\Delta\phi\rangle$ [rad]",
+        "width_phi": r"middle width in $\phi$ [rad]",
+        "e_presampler": "$E$ presampler [MeV]",
+        "e_front": "$E$ front [MeV]",
+        "e_middle": "$E$ middle [MeV]",
+        "e_back": "$E$ back [MeV]",
+    }
+)
+for _layer in ("presampler", "front", "middle", "back"):
+    LABELS[f"frac_{_layer}"] = f"$E_{{{_layer}}}/E_{{sum}}$"
 
 
 def make_figures(
@@ -194,8 +209,9 @@ def make_figures(
     axes[0].legend()
     _save(fig, out_dir, "response_resolution")
 
-    # profiles over all energies (linear and log) and per energy bin
-    keys = list(ref.profile_sums)
+    # profiles over all energies (linear and log) and per energy bin (the ATLAS delta-eta /
+    # delta-phi profiles have their own figure)
+    keys = [k for k in ref.profile_sums if not k.startswith(("deta_", "dphi_"))]
     for scale in ("linear", "log"):
         fig, axes, raxes = _axes(len(keys))
         for ax, rax, key in zip(axes, raxes, keys):
@@ -237,6 +253,9 @@ def make_figures(
     feature_vs_energy(
         ref, gen, [k for k in ref.feature_keys if k.startswith("width_")], LABELS, label, out_dir, "widths"
     )
+
+    if geometry_kind(ref.geometry) == "atlas":
+        _atlas_figures(ref, gen, rows, out_dir, label)
 
     # cells: spectrum, sparsity, MSCN
     fig, axes, raxes = _axes(3)
@@ -370,6 +389,110 @@ def make_figures(
         fig.tight_layout()
         _save(fig, out_dir, "ks_distances")
     return sorted(out_dir.glob("*.png"))
+
+
+def _atlas_figures(ref: SampleStats, gen: SampleStats, rows: list[dict[str, Any]], out_dir: Path, label: str) -> None:
+    """Paper 001's observables: per-layer energy distributions per E_gamma, the middle layer's
+    delta-eta / delta-phi centre and width vs E_gamma, the per-layer mean energy vs delta-eta
+    and delta-phi from the impact point (bin width = the layer's cell width) and the cell
+    covariance matrices with their difference."""
+    b = ref.binning
+    layers = [ly.name for ly in ref.geometry.layers]
+    feature_vs_energy(
+        ref, gen, ["m1_eta", "width_eta", "m1_phi", "width_phi"], LABELS, label, out_dir, "middle_eta_phi"
+    )
+
+    # energy distributions per layer (and E_sum / E_gamma) in four energy bins: the lowest, the
+    # highest, the one holding 65 GeV (the paper's showcase energy) and one between
+    centres = b.energy_edges[:-1] / 2e3 + b.energy_edges[1:] / 2e3
+    near65 = int(np.argmin(np.abs(np.log(centres / 65.5))))
+    rows_e = sorted({0, b.n_e - 1, near65, max(1, near65 // 2)} & set(range(b.n_e)))
+    keys = [f"e_{n}" for n in layers] + ["sf"]
+    fig, axes = plt.subplots(len(rows_e), len(keys), figsize=(4.2 * len(keys), 3.0 * len(rows_e)), squeeze=False)
+    for row, e in enumerate(rows_e):
+        lo, hi = b.energy_edges[e] / 1e3, b.energy_edges[e + 1] / 1e3
+        sel_r = (ref.reservoir["e_p"] >= lo) & (ref.reservoir["e_p"] <= hi)
+        sel_g = (gen.reservoir["e_p"] >= lo) & (gen.reservoir["e_p"] <= hi)
+        for ax, key in zip(axes[row], keys):
+            r, g = ref.reservoir[key][sel_r], gen.reservoir[key][sel_g]
+            both = np.concatenate([r, g])
+            if r.size < 2 or g.size < 2 or not np.isfinite(both).all():
+                ax.set_axis_off()
+                continue
+            edges = np.histogram_bin_edges(
+                r, bins=30, range=(min(both.min(), r.min()), max(both.max(), r.max()) + 1e-12)
+            )
+            hr, _ = np.histogram(r, edges)
+            hg, _ = np.histogram(np.clip(g, edges[0], edges[-1]), edges)  # overflow into the last bins
+            centres = 0.5 * (edges[1:] + edges[:-1])
+            ax.errorbar(
+                centres, hr / r.size, yerr=np.sqrt(hr) / r.size, fmt="o", ms=3, color="black", label="reference"
+            )
+            ax.stairs(hg / g.size, edges, color=MODEL_COLOUR, label=label)
+            ax.set_title(f"{LABELS.get(key, key)}, {lo:.3g}-{hi:.3g} GeV", fontsize=10)
+            ax.tick_params(labelsize=8)
+    axes[0, 0].legend(fontsize=8)
+    _fast_layout(fig, axes)
+    _save(fig, out_dir, "layer_energies")
+
+    # mean energy vs delta-eta and delta-phi from the impact point, per layer, all energies
+    edges = atlas_delta_bins(ref.geometry)
+    if all(f"deta_{n}" in ref.profile_sums for n in layers):
+        fig, axes = plt.subplots(2, len(layers), figsize=(4.6 * len(layers), 7.6), squeeze=False)
+        for j, axis in enumerate(("eta", "phi")):
+            for i, name in enumerate(layers):
+                key = f"d{axis}_{name}"
+                rv, re = _with_err(ref, _all_energy_profile(ref, key))
+                gv, ge = _with_err(gen, _all_energy_profile(gen, key))
+                e = edges[key]
+                x = 0.5 * (e[1:] + e[:-1])
+                ax = axes[j, i]
+                ax.errorbar(x, rv, yerr=np.nan_to_num(re), fmt="o", ms=3, color="black", label="reference")
+                ax.stairs(gv, e, color=MODEL_COLOUR, label=label)
+                ax.set_yscale("log")
+                ax.set_xlabel(rf"$\Delta\{axis}$ from the impact point" + (" [rad]" if axis == "phi" else ""))
+                ax.set_title(f"{name} (bin = cell width)", fontsize=11)
+                ax.tick_params(labelsize=8)
+        axes[0, 0].set_ylabel("mean energy [MeV]")
+        axes[1, 0].set_ylabel("mean energy [MeV]")
+        axes[0, 0].legend(fontsize=9)
+        _fast_layout(fig, axes)
+        _save(fig, out_dir, "delta_eta_phi_profiles")
+
+    # the 266 x 266 cell covariance: reference, model, difference
+    if ref.cov is not None and gen.cov is not None and gen.cov.n > 1:
+        cr, cg = ref.cov.covariance(), gen.cov.covariance()
+        scale = float(np.abs(cr).max()) or 1.0
+        dist = next((r for r in rows if r["observable"] == "cell_covariance"), {})
+        fig, axes = plt.subplots(1, 3, figsize=(19, 6))
+        bounds = np.cumsum([0] + [sl.stop - sl.start for sl in ref.geometry.layer_slices])
+        for ax, mat, title, cmap in (
+            (axes[0], cr / scale, "reference", "RdBu_r"),
+            (axes[1], cg / scale, label, "RdBu_r"),
+            (axes[2], (cg - cr) / scale, f"{label} - reference", "PiYG"),
+        ):
+            im = ax.imshow(mat, cmap=cmap, vmin=-0.2, vmax=0.2, interpolation="nearest")
+            for x in bounds[1:-1]:
+                ax.axhline(x - 0.5, color="0.4", lw=0.5)
+                ax.axvline(x - 0.5, color="0.4", lw=0.5)
+            ax.set_title(title)
+            ax.set_xlabel("cell")
+            fig.colorbar(im, ax=ax, fraction=0.046, label=r"covariance / max$|C_{ref}|$")
+        if dist.get("value") is not None:
+            fig.suptitle(
+                rf"cell covariance [MeV$^2$], layers presampler|front|middle|back; "
+                rf"$\|C_{{gen}}-C_{{ref}}\|_F/\|C_{{ref}}\|_F$ = {dist['value']:.3g} "
+                f"(reference halves: {dist['baseline']:.3g})"
+            )
+        _fast_layout(fig, axes[None, :], hspace=0.2, wspace=0.35)
+        _save(fig, out_dir, "cell_covariance")
+
+
+def _fast_layout(fig, axes, hspace: float = 0.45, wspace: float = 0.3) -> None:
+    """Fixed margins and no minor ticks: many-panel figures in a fraction of tight_layout's time."""
+    for ax in np.ravel(axes):
+        ax.minorticks_off()
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.08, top=0.92, hspace=hspace, wspace=wspace)
 
 
 def _all_energy_profile(stats: SampleStats, key: str) -> np.ndarray:

@@ -46,20 +46,22 @@ COLUMNS = [
 
 def iter_showers(
     path: str | os.PathLike, chunk: int, transforms: str | os.PathLike | None = None, max_showers: int | None = None
-) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]]:
-    """(first row, cells [MeV], energy [MeV], theta [rad] or None) chunks of a canonical file,
-    or of a preprocessed split inverted with its ``transforms``."""
+) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray | None, tuple[np.ndarray, np.ndarray] | None]]:
+    """(first row, cells [MeV], energy [MeV], theta [rad] or None, impact (|eta|, phi) or None)
+    chunks of a canonical file, or of a preprocessed split inverted with its ``transforms``."""
     key = "x" if transforms is not None else "showers"
     pipe = Pipeline.from_json(transforms) if transforms is not None else None
     with io.open_h5(path) as f:
         has_theta = "theta" in f
+        has_impact = "eta" in f and "phi" in f
         if key not in f:
             raise io.DataFormatError(f"{path}: dataset {key!r} is missing")
-    keys = (key, "energy") + (("theta",) if has_theta else ())
+    keys = (key, "energy") + (("theta",) if has_theta else ()) + (("eta", "phi") if has_impact else ())
     for first, c in io.iter_chunks(path, chunk, keys, stop=max_showers):
         energy = c["energy"].astype(np.float64)
         cells = pipe.inverse(c[key], energy) if pipe is not None else c[key]
-        yield first, cells, energy, (c["theta"].astype(np.float64) if has_theta else None)
+        impact = (np.abs(c["eta"].astype(np.float64)), c["phi"].astype(np.float64)) if has_impact else None
+        yield first, cells, energy, (c["theta"].astype(np.float64) if has_theta else None), impact
 
 
 def validate(
@@ -114,14 +116,19 @@ def validate(
     gen = SampleStats("generated", cfg, binning, geometry)
     t0 = time.perf_counter()
     n_seen = 0
-    for first, cells, energy, theta in iter_showers(reference_split, cfg.chunk_size, transforms, max_showers):
+    for first, cells, energy, theta, impact in iter_showers(reference_split, cfg.chunk_size, transforms, max_showers):
         even = (first + np.arange(len(cells))) % 2 == 0  # disjoint halves: even rows A, odd rows B
         for half, sel in ((ref_a, even), (ref_b, ~even)):
             if sel.any():
-                half.add(cells[sel], energy[sel], None if theta is None else theta[sel])
+                half.add(
+                    cells[sel],
+                    energy[sel],
+                    None if theta is None else theta[sel],
+                    None if impact is None else (impact[0][sel], impact[1][sel]),
+                )
         n_seen += len(cells)
-    for _, cells, energy, theta in iter_showers(generated, cfg.chunk_size, None, max_showers):
-        gen.add(cells, energy, theta)
+    for _, cells, energy, theta, impact in iter_showers(generated, cfg.chunk_size, None, max_showers):
+        gen.add(cells, energy, theta, impact)
         n_seen += len(cells)
     seconds = time.perf_counter() - t0
     rows = compare(ref_a, ref_b, gen, model)

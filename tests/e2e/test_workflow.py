@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from calofast import io
@@ -191,6 +192,40 @@ def test_default_target_builds_every_stage(finished_run, inputs):
     assert (bench / "timing.png").exists() and (bench / "timing.pdf").exists()
     ref = json.loads((workdir / "results/lcd_ele/benchmark/reference_simulator.json").read_text())
     assert ref["ms_per_shower"] > 0 and ref["workers"] >= 1
+    # the ATLAS VAE (with its scan) and WGAN-GP (two seeds) through every stage
+    atlas = workdir / "results/atlas_photon"
+    for seed in (1, 2):
+        summary = json.loads((atlas / f"wgan_tiny/stage-all/seed-{seed}/training.json").read_text())
+        assert summary["seed"] == seed and len(summary["history"]) == 2
+    sel = json.loads((atlas / "wgan_tiny/stage-all/selection.json").read_text())
+    assert {(e["seed"], e["epoch"]) for e in sel["epochs"]} == {(1, 1), (1, 2), (2, 1), (2, 2)}
+    assert sel["selected_seed"] in (1, 2) and "covariance" in sel["metric"]
+    with h5py.File(atlas / "preprocessed/atlas_norm/test.h5") as f:
+        n_test, test_eta = f["x"].shape[0], f["eta"][:]
+    for model in ("vae_tiny", "wgan_tiny"):
+        with h5py.File(atlas / model / "generated.h5") as f:
+            attrs = io.check_canonical(f, "generated", "atlas_em_barrel")
+            assert f["showers"].shape == (min(18, n_test), 266) and {"eta", "phi", "alignment"} <= set(f)
+            np.testing.assert_array_equal(f["eta"][:], test_eta[: min(18, n_test)])  # the test split's conditions
+            assert attrs["provenance"]["model_type"] == model.replace("_tiny", "").replace("vae", "atlas_vae").replace(
+                "wgan", "atlas_wgan"
+            )
+        metrics = pd.read_csv(atlas / model / "validation/metrics.csv")
+        assert {"cell_covariance", "profile_deta_front", "width_eta", "depth_x0", "frac_back"} <= set(
+            metrics["observable"]
+        )
+        figures = {p.stem for p in (atlas / model / "validation/figures").glob("*.png")}
+        assert {"layer_energies", "delta_eta_phi_profiles", "cell_covariance", "middle_eta_phi"} <= figures
+        assert (atlas / model / "validation/judge.json").exists()
+        timing = pd.read_csv(atlas / model / "benchmark/timing.csv")
+        assert set(timing[timing["status"] == "ok"]["variant"]) == {"plain_fp32", "fast_fp32", "fast_bf16"}
+    scan = pd.read_csv(atlas / "vae_tiny/scan/scan.csv")
+    assert list(scan["point"]) == ["vae_tiny-scan-000", "vae_tiny-scan-001"]
+    assert list(scan["architecture.latent_dim"]) == [2, 3] and scan["best"].sum() == 1
+    assert ((scan["layer_ks"] >= 0) & (scan["layer_ks"] <= 1)).all() and scan["covariance_distance"].notna().all()
+    for point in ("vae_tiny-scan-000", "vae_tiny-scan-001"):
+        ck = torch.load(atlas / point / "stage-all/selected.pt", weights_only=True)
+        assert ck["model_config"]["latent_dim"] == int(point[-1]) + 2
     # the CaloChallenge record was downloaded, converted and exported back unchanged
     manifest = json.loads((workdir / "resources/cc_toy/zenodo/manifest.json").read_text())
     assert [f["key"] for f in manifest["files"]] == ["dataset_toy_1.hdf5"]
@@ -224,12 +259,37 @@ def test_editing_one_value_reruns_only_what_depends_on_it(finished_run, repo_roo
         ("preprocess", "dataset=lcd_ele, prep=lcd_100_200"),
         ("select_epoch", f"{model}, stage=s1"),
         ("select_epoch", f"{model}, stage=s2"),
-        ("train_stage", f"{model}, stage=s1"),
-        ("train_stage", f"{model}, stage=s2"),
+        ("train_stage", f"{model}, stage=s1, seed=1"),
+        ("train_stage", f"{model}, stage=s2, seed=1"),
         ("validate_model", model),
     ]
-    atlas = plan(lambda c: c["preprocessing"]["atlas_norm"].update(alignment_encoding="none"))
-    assert atlas == [("all", ""), ("preprocess", "dataset=atlas_photon, prep=atlas_norm")]
+    # an ATLAS preprocessing value reruns both ATLAS models (every seed, every scan point)
+    atlas = plan(lambda c: c["preprocessing"]["atlas_norm"].update(min_total_energy_mev=0.5))
+    per_model = ("benchmark_model", "compare_model", "generate", "judge_model", "validate_model")
+    vae, wgan = "dataset=atlas_photon, model=vae_tiny", "dataset=atlas_photon, model=wgan_tiny"
+    points = ("vae_tiny-scan-000", "vae_tiny-scan-001")
+    assert atlas == sorted(
+        [("all", ""), ("preprocess", "dataset=atlas_photon, prep=atlas_norm"), ("scan_model", vae)]
+        + [(rule, m) for rule in per_model for m in (vae, wgan)]
+        + [("select_epoch", f"{m}, stage=all") for m in (vae, wgan)]
+        + [("select_epoch", f"dataset=atlas_photon, model={p}, stage=all") for p in points]
+        + [("train_stage", f"{m}, stage=all, seed={s}") for m, s in ((vae, 1), (wgan, 1), (wgan, 2))]
+        + [("train_stage", f"dataset=atlas_photon, model={p}, stage=all, seed=1") for p in points]
+    )
+    # one more seed trains that seed only, then selects again over all three
+    seeds = plan(lambda c: c["models"]["wgan_tiny"].update(seeds=[1, 2, 3]))
+    assert seeds == sorted(
+        [("all", ""), ("select_epoch", f"{wgan}, stage=all"), ("train_stage", f"{wgan}, stage=all, seed=3")]
+        + [(rule, wgan) for rule in per_model]
+    )
+    # one more scan value trains that point only, then scores the scan again
+    grid = plan(lambda c: c["models"]["vae_tiny"]["scan"]["parameters"].update({"architecture.latent_dim": [2, 3, 4]}))
+    assert grid == [
+        ("all", ""),
+        ("scan_model", vae),
+        ("select_epoch", "dataset=atlas_photon, model=vae_tiny-scan-002, stage=all"),
+        ("train_stage", "dataset=atlas_photon, model=vae_tiny-scan-002, stage=all, seed=1"),
+    ]
     # the split seed is a preprocessing input, not a simulation one
     split = plan(lambda c: c["datasets"]["ild_photon_50"].update(split={"seed": 7}))
     assert split == [("all", ""), ("preprocess", "dataset=ild_photon_50, prep=ild50_pooled")]
@@ -250,28 +310,22 @@ def test_editing_one_value_reruns_only_what_depends_on_it(finished_run, repo_roo
         ("generate", "dataset=lcd_ele, model=gan_tiny"),
         ("judge_model", "dataset=lcd_ele, model=gan_tiny"),
         ("select_epoch", "dataset=lcd_ele, model=gan_tiny, stage=s2"),
-        ("train_stage", "dataset=lcd_ele, model=gan_tiny, stage=s2"),
+        ("train_stage", "dataset=lcd_ele, model=gan_tiny, stage=s2, seed=1"),
         ("validate_model", "dataset=lcd_ele, model=gan_tiny"),
     ]
-    # a validation setting reruns the validation only, a judge setting the judge only
-    assert plan(lambda c: c["validation"].update(n_bootstrap=12)) == [
-        ("all", ""),
-        ("validate_model", "dataset=lcd_ele, model=gan_tiny"),
+    # a validation setting reruns the validations only, a judge setting the judges only
+    models = ["dataset=atlas_photon, model=vae_tiny", "dataset=atlas_photon, model=wgan_tiny", model]
+    assert plan(lambda c: c["validation"].update(n_bootstrap=12)) == [("all", "")] + [
+        ("validate_model", m) for m in models
     ]
-    assert plan(lambda c: c["judge"].update(seed=4)) == [
-        ("all", ""),
-        ("judge_model", "dataset=lcd_ele, model=gan_tiny"),
+    assert plan(lambda c: c["judge"].update(seed=4)) == [("all", "")] + [("judge_model", m) for m in models]
+    # a model-benchmark setting reruns the model benchmarks only; a shared one the simulators' too
+    assert plan(lambda c: c["benchmark"].update(variants=["plain_fp32", "fast_fp32"])) == [("all", "")] + [
+        ("benchmark_model", m) for m in models
     ]
-    # a model-benchmark setting reruns the model benchmark only; a shared one the simulator's too
-    assert plan(lambda c: c["benchmark"].update(variants=["plain_fp32", "fast_fp32"])) == [
-        ("all", ""),
-        ("benchmark_model", "dataset=lcd_ele, model=gan_tiny"),
-    ]
-    assert plan(lambda c: c["benchmark"].update(repeats=3)) == [
-        ("all", ""),
-        ("benchmark_model", "dataset=lcd_ele, model=gan_tiny"),
-        ("benchmark_reference", "dataset=lcd_ele"),
-    ]
+    assert plan(lambda c: c["benchmark"].update(repeats=3)) == [("all", "")] + [
+        ("benchmark_model", m) for m in models
+    ] + [("benchmark_reference", "dataset=atlas_photon"), ("benchmark_reference", "dataset=lcd_ele")]
     # the optional Geant4 baseline adds its timing job to grid datasets with a model
     geant4 = {"enabled": True, "data_dir": "/nowhere"}
     assert plan(lambda c: c["benchmark"].update(geant4=geant4)) == [
@@ -294,16 +348,20 @@ def test_report_collects_the_figures_and_tables(finished_run, repo_root, tmp_pat
     snakemake(repo_root, finished_run, "--report", str(report))
     names = zipfile.ZipFile(report).namelist()
     assert sum(n.endswith("quicklook.png") for n in names) == 6
-    assert sum(n.endswith("comparison.png") for n in names) == 1
-    assert sum(n.endswith("metrics.csv") for n in names) == 1
-    assert sum(n.endswith("judge.png") for n in names) == 1
-    assert sum(n.endswith("timing.png") for n in names) == 1 and sum(n.endswith("timing.csv") for n in names) == 1
+    assert sum(n.endswith("comparison.png") for n in names) == 3
+    assert sum(n.endswith("metrics.csv") for n in names) == 3
+    assert sum(n.endswith("judge.png") for n in names) == 3
+    assert sum(n.endswith("timing.png") for n in names) == 3 and sum(n.endswith("timing.csv") for n in names) == 3
+    assert sum(n.endswith("scan.csv") for n in names) == 1
     figures = {Path(n).name for n in names} & {
         p.name for p in finished_run.glob("results/*/*/validation/figures/*.png")
     }
     assert len(figures) >= 16
     html = zipfile.ZipFile(report).read(next(n for n in names if n.endswith("report.html"))).decode()
     assert "gan_tiny</tt> (3dgan on lcd_ele)" in html and "this model is NOT converged" in html
+    assert "vae_tiny</tt> (atlas_vae on atlas_photon)" in html and "a scan of architecture.latent_dim" in html
+    assert "wgan_tiny</tt> (atlas_wgan on atlas_photon)" in html and "seeds [1, 2]" in html
+    assert html.count("NOT converged") >= 3
 
 
 def test_slurm_profile_dry_run(repo_root, inputs, tmp_path):

@@ -191,7 +191,7 @@ def test_model_defaults(make_config):
 @pytest.mark.parametrize(
     "mutate, error, message",
     [
-        (lambda m: m.update(type="vae"), WorkflowError, r"'vae' is not one of \['3dgan'\]"),
+        (lambda m: m.update(type="vae"), WorkflowError, r"'vae' is not one of \['3dgan', 'atlas_vae', 'atlas_wgan'\]"),
         (lambda m: m["stages"][0].update(epochs=0), WorkflowError, r"0 is less than the minimum of 1"),
         (lambda m: m.update(stages=[]), WorkflowError, r"\[\] should be non-empty"),
         (lambda m: m.update(train={"batchsize": 8}), WorkflowError, r"'batchsize' was unexpected"),
@@ -264,3 +264,112 @@ def test_validation_and_judge_settings_are_checked(make_config):
         validate_config(make_config(judge={"folds": 1}))
     with pytest.raises(WorkflowError, match=r"'n_bins' was unexpected"):
         validate_config(make_config(validation={"n_bins": 3}))
+
+
+ATLAS_PREPS = {
+    **PREPS,
+    "pa": {
+        "dataset": "atlas_photon",
+        "transforms": [{"name": "normalize_incident"}],
+        "alignment_encoding": "multi_hot",
+    },
+    "pa_log": {"dataset": "atlas_photon", "transforms": [{"name": "log10", "scale": 1e10, "floor": 1.0}]},
+    "pa_noalign": {"dataset": "atlas_photon", "transforms": [{"name": "normalize_incident"}]},
+}
+
+
+def _atlas(kind, prep="pa", **extra):
+    return {
+        "type": kind,
+        "dataset": "atlas_photon",
+        "stages": [{"name": "all", "preprocessing": prep, "epochs": 2}],
+        **extra,
+    }
+
+
+def test_atlas_models_validate_with_their_own_blocks(make_config):
+    models = {
+        "vae": _atlas("atlas_vae", architecture={"latent_dim": 5, "w_layers": [0.1, 0.2, 0.3, 0.4]}),
+        "vae_log": _atlas("atlas_vae", "pa_log", architecture={"output_activation": "linear"}),
+        "gan": _atlas("atlas_wgan", seeds=[3, 4], train={"batch_size": 32, "adam_betas": [0.5, 0.9]}),
+    }
+    cfg = validate_config(make_config(preprocessing=ATLAS_PREPS, models=models))
+    assert cfg["models"]["gan"]["seeds"] == [3, 4] and cfg["models"]["vae"]["seeds"] is None
+    from calofast.config import model_seeds
+
+    assert model_seeds(cfg["models"]["vae"]) == [1] and model_seeds(cfg["models"]["gan"]) == [3, 4]
+    assert model_seeds({**cfg["models"]["vae"], "train": {"seed": 7}}) == [7]
+
+
+@pytest.mark.parametrize(
+    "model, error, message",
+    [
+        (_atlas("atlas_vae", architecture={"n_critic": 5}), WorkflowError, r"'n_critic' was unexpected"),
+        (_atlas("atlas_wgan", architecture={"gp_sided": "three"}), WorkflowError, r"'three' is not one of"),
+        (_atlas("atlas_wgan", train={"label_flip": 0.1}), WorkflowError, r"'label_flip' was unexpected"),
+        (_atlas("atlas_vae", architecture={"conditions": ["mass"]}), WorkflowError, r"'mass' is not one of"),
+        (_atlas("atlas_wgan", seeds=[1, 1]), WorkflowError, r"has non-unique elements"),
+        (
+            {
+                **_atlas("atlas_vae"),
+                "dataset": "lcd_ele",
+                "stages": [{"name": "a", "preprocessing": "p2", "epochs": 1}],
+            },
+            ConfigError,
+            r"models\.m: atlas_vae generates the 266-cell ATLAS image; dataset 'lcd_ele' is lcd_ecal",
+        ),
+        (_atlas("atlas_wgan", "pa_noalign"), ConfigError, r"stages\[0\]\.preprocessing: atlas_wgan is conditioned on "),
+        (
+            _atlas("atlas_vae", "pa_log"),
+            ConfigError,
+            r"last transform of 'pa_log' must be \{name: normalize_incident\}",
+        ),
+        (
+            _atlas("atlas_wgan", "pa_log", architecture={"conditions": ["energy", "log_energy"]}),
+            ConfigError,
+            r"atlas_wgan's sigmoid output gives cells in \[0, 1\]",
+        ),
+        (_atlas("atlas_vae", generation={"conditions": "grid"}), ConfigError, r"generation\.conditions: atlas_vae"),
+        (
+            _atlas("atlas_vae", architecture={"w_layers": [1.0, 2.0]}),
+            WorkflowError,
+            r"\[1\.0, 2\.0\] is too short",
+        ),
+    ],
+)
+def test_atlas_model_errors(make_config, model, error, message):
+    with pytest.raises(error, match=message):
+        validate_config(make_config(preprocessing=ATLAS_PREPS, models={"m": model}))
+
+
+def test_scan_points_are_models_of_their_own(make_config):
+    from calofast.config import all_models, scan_points
+
+    scan = {"parameters": {"architecture.latent_dim": [5, 10, 20], "train.lr": [1e-4, 1e-3]}, "n_showers": 100}
+    cfg = validate_config(make_config(preprocessing=ATLAS_PREPS, models={"vae": _atlas("atlas_vae", scan=scan)}))
+    points = scan_points("vae", cfg["models"]["vae"])
+    assert list(points) == [f"vae-scan-{i:03d}" for i in range(6)]
+    assert points["vae-scan-000"]["architecture"]["latent_dim"] == 5 and points["vae-scan-000"]["train"]["lr"] == 1e-4
+    assert points["vae-scan-005"]["architecture"]["latent_dim"] == 20 and points["vae-scan-005"]["train"]["lr"] == 1e-3
+    assert points["vae-scan-003"]["description"] == "architecture.latent_dim=10, train.lr=0.001"
+    assert all("scan" not in p for p in points.values())
+    assert set(all_models(cfg)) == {"vae", *points}
+
+
+@pytest.mark.parametrize(
+    "parameters, error, message",
+    [
+        (
+            {"architecture.latent_dim": [5, -1]},
+            ConfigError,
+            r"vae-scan-001 \(architecture\.latent_dim=-1\).*minimum of 1",
+        ),
+        ({"architecture.colour": [1]}, ConfigError, r"vae-scan-000.*'colour' was unexpected"),
+        ({"epochs": [1, 2]}, WorkflowError, r"'epochs' does not match"),
+        ({"architecture.latent_dim": []}, WorkflowError, r"\[\] should be non-empty"),
+    ],
+)
+def test_scan_errors_name_the_point(make_config, parameters, error, message):
+    model = _atlas("atlas_vae", scan={"parameters": parameters})
+    with pytest.raises(error, match=message):
+        validate_config(make_config(preprocessing=ATLAS_PREPS, models={"vae": model}))

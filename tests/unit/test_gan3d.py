@@ -62,4 +62,16 @@ def test_schema_lists_exactly_the_dataclass_fields(repo_root):
     assert _schema_props(repo_root, "gan3d_architecture") == {f.name for f in dataclasses.fields(Gan3DConfig)}
     # threads come from the Snakemake rule, not from the config
     assert _schema_props(repo_root, "train") == {f.name for f in dataclasses.fields(TrainConfig)} - {"threads"}
-    assert set(MODELS) == {"3dgan"}
+    assert set(MODELS) == {"3dgan", "atlas_vae", "atlas_wgan"}
+    # the ATLAS models: the image layout (266 cells in 4 layers) is the geometry's, not a setting
+    from calofast.models.atlas import AtlasGANConfig, AtlasVAEConfig
+    from calofast.train_atlas import AtlasTrainConfig
+
+    vae = {f.name for f in dataclasses.fields(AtlasVAEConfig)} - {"n_cells", "layer_sizes"}
+    assert _schema_props(repo_root, "atlas_vae_architecture") == vae
+    assert _schema_props(repo_root, "atlas_wgan_architecture") == {
+        f.name for f in dataclasses.fields(AtlasGANConfig)
+    } - {"n_cells"}
+    assert _schema_props(repo_root, "atlas_train") == {f.name for f in dataclasses.fields(AtlasTrainConfig)} - {
+        "threads"
+    }

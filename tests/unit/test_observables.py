@@ -70,3 +70,12 @@ def test_sampling_fraction_score_on_constructed_values():
     assert 0 < off["uncertainty"] < 0.01
     with pytest.raises(ValueError, match="no energy bin"):
         sampling_fraction_score(e, e, e[:1], e[:1], edges)
+
+
+def test_energy_bins_of_discrete_and_continuous_samples():
+    nine = np.repeat(1.024e3 * 2.0 ** np.arange(9), 10)  # ATLAS: 9 energies, 10 showers each
+    edges = energy_bins(nine, 5)
+    assert len(edges) == 10 and np.all(np.diff(np.digitize(np.unique(nine), edges)) == 1)  # one bin per energy
+    few = np.linspace(2e3, 500e3, 10)  # 10 distinct continuous energies: equal-population bins
+    assert len(energy_bins(few, 2)) == 3
+    assert len(energy_bins(np.random.default_rng(1).uniform(2e3, 5e5, 1000), 5)) == 6

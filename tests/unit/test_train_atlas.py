@@ -184,3 +184,59 @@ def test_bad_inputs_are_named(split, tmp_path):
     (tmp_path / "x.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(TrainingError, match="cannot read checkpoint"):
         load_atlas_model(tmp_path / "x.pt", torch.device("cpu"))
+
+
+def test_selection_over_seeds_and_scan_scoring(split, tmp_path):
+    """Two seeds as separate runs: the selection scores every (seed, epoch); a scan of two
+    points is scored by the per-layer KS distance with the best flagged."""
+    import csv
+    import json
+
+    from calofast.atlas_generate import select_checkpoint
+    from calofast.preprocess import Pipeline
+    from calofast.scan import score_scan
+
+    summaries = []
+    for seed in (1, 2):
+        d = tmp_path / f"seed-{seed}"
+        spec = _spec(split, d, "atlas_vae", epochs=2, seed=seed)
+        summaries.append(fit_atlas(spec) and d / "training.json")
+        assert json.loads((d / "training.json").read_text())["seed"] == seed
+    a = load_checkpoint(tmp_path / "seed-1" / "checkpoints" / "epoch-0002.pt")["model"]
+    b = load_checkpoint(tmp_path / "seed-2" / "checkpoints" / "epoch-0002.pt")["model"]
+    assert not torch.equal(a["mu.weight"], b["mu.weight"])  # the seed reaches the initialisation
+    out = tmp_path / "sel"
+    out.mkdir()
+    result = select_checkpoint(
+        summaries, split, out / "selected.pt", out / "selection.csv", out / "selection.json", last_k=2, n_showers=100
+    )
+    pairs = {(e["seed"], e["epoch"]): e["covariance_distance"] for e in result["epochs"]}
+    assert sorted(pairs) == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    best = min(pairs, key=pairs.get)
+    assert (result["selected_seed"], result["selected_epoch"]) == best
+    rows = list(csv.DictReader(open(out / "selection.csv")))
+    assert [(int(r["seed"]), int(r["epoch"])) for r in rows if r["selected"] == "1"] == [best]
+
+    # a scan over the two seeds' last checkpoints as if they were two grid points
+    transforms = tmp_path / "transforms.json"
+    transforms.write_text(
+        json.dumps(
+            {
+                "geometry": "atlas_em_barrel",
+                "pipeline": Pipeline.from_config({"transforms": [{"name": "normalize_incident"}]}).to_dict(),
+            }
+        )
+    )
+    points = {
+        f"vae-scan-00{i}": {"checkpoint": tmp_path / f"seed-{i + 1}" / "checkpoints" / "epoch-0002.pt",
+                            "parameters": {"train.seed": i + 1}}
+        for i in range(2)
+    }  # fmt: skip
+    scan = score_scan(points, split, transforms, "atlas_vae", tmp_path / "scan.csv", tmp_path / "scan.json", 100, 64)
+    ks = {r["point"]: r["layer_ks"] for r in scan["points"]}
+    assert set(ks) == set(points) and all(0 <= v <= 1 for v in ks.values())
+    assert scan["best"] == min(ks, key=ks.get) and scan["best_parameters"] == points[scan["best"]]["parameters"]
+    assert all(np.isfinite(r["covariance_distance"]) and len([k for k in r if k.startswith("ks_layer_")]) == 4
+               for r in scan["points"])  # fmt: skip
+    table = list(csv.DictReader(open(tmp_path / "scan.csv")))
+    assert [r["point"] for r in table if r["best"] == "1"] == [scan["best"]] and "train.seed" in table[0]

@@ -99,7 +99,47 @@ def test_atlas_features(shower_files):
     fr = np.stack([feats[f"frac_{n}"] for n in ("presampler", "front", "middle", "back")], axis=1)
     assert_allclose(fr.sum(axis=1), 1.0)
     assert np.all((feats["depth_x0"] > 1) & (feats["depth_x0"] < 25))
-    assert np.all(np.abs(feats["m1_eta"]) <= 3) and np.all(feats["width_phi"] >= 0)
+    assert np.all(np.abs(feats["m1_eta"]) <= 3 * 0.025) and np.all(feats["width_phi"] >= 0)
+
+
+def test_atlas_impact_offsets_and_delta_profiles():
+    """Cell centres from the impact point, and profiles binned by the layer's cell width."""
+    from calofast.geometry import ATLAS_DPHI_FRONT, ATLAS_DPHI_MIDDLE
+    from calofast.validation.features import atlas_delta_bins, atlas_delta_profiles, atlas_features
+
+    g = get_geometry("atlas_em_barrel")
+    # impact at the centre of middle cell (k = 8, m = 4): phi alignment 0, eta alignment 0
+    eta, phi = np.array([8.5 * 0.025]), np.array([4.5 * ATLAS_DPHI_MIDDLE])
+    off = dict(zip([s.name for s in g.specs], g.impact_offsets(eta, phi)))
+    assert_allclose(off["middle"][0][0], (np.arange(7) - 3) * 0.025, atol=1e-12)
+    assert_allclose(off["middle"][1][0], (np.arange(7) - 3) * ATLAS_DPHI_MIDDLE, atol=1e-12)
+    assert_allclose(off["front"][0][0], (np.arange(56) + 0.5) * 0.025 / 8 - 3.5 * 0.025, atol=1e-12)
+    assert_allclose(off["back"][0][0], (np.arange(4) + 0.5) * 0.05 - 0.1125, atol=1e-12)  # eta alignment 0
+    # presampler/front phi cell = 4 middle cells: offsets (4j - 2.5 - a_phi) middle cells, a_phi = 0
+    assert_allclose(off["front"][1][0], (4 * np.arange(3) - 2.5) * ATLAS_DPHI_MIDDLE, atol=1e-12)
+    assert ATLAS_DPHI_FRONT == pytest.approx(4 * ATLAS_DPHI_MIDDLE)
+    # one shower with energy only in the central middle cell and in two front cells
+    cells = np.zeros((1, 266))
+    images = g.layer_images(cells)  # views into cells
+    images["middle"][0, 3, 3] = 1000.0
+    images["front"][0, 27, 1] = 10.0  # offset -0.5 front cell: the bin below zero
+    images["front"][0, 28, 1] = 30.0  # offset +0.5 front cell: the bin above zero
+    prof = atlas_delta_profiles(cells, g, (eta, phi))
+    edges = atlas_delta_bins(g)
+    assert set(prof) == {f"d{a}_{n}" for a in ("eta", "phi") for n in ("presampler", "front", "middle", "back")}
+    for key, p in prof.items():
+        assert p.shape == (1, len(edges[key]) - 1)
+        width = np.diff(edges[key])
+        assert_allclose(width, width[0])  # the layer's cell width
+    mid = prof["deta_middle"][0]
+    assert mid.sum() == pytest.approx(1000.0) and mid[len(mid) // 2] == pytest.approx(1000.0)  # the zero bin
+    front = prof["deta_front"][0]
+    z = int(np.digitize(0.0, edges["deta_front"])) - 1
+    assert front.sum() == pytest.approx(40.0) and front[z] + front[z - 1] + front[z + 1] == pytest.approx(40.0)
+    assert_allclose(prof["dphi_front"][0].sum(), 40.0)
+    feats = atlas_features(cells, np.array([1040.0]), g, 0.2, (eta, phi))
+    assert feats["m1_eta"][0] == pytest.approx(0.0, abs=1e-12) and feats["width_eta"][0] == pytest.approx(0.0, abs=1e-9)
+    assert feats["frac_front"][0] == pytest.approx(40 / 1040)
 
 
 def _stats(name, cells, energy, theta, binning):
@@ -253,3 +293,36 @@ def test_validate_end_to_end_and_bad_inputs(shower_files, tmp_path):
             g.attrs[k] = v
     with pytest.raises(io.DataFormatError, match=r"cut\.h5: dataset 'showers' has shape \(20, 51, 51, 20\), attribute"):
         validate(outs["test"], tmp_path / "t.json", cut, tmp_path / "x.csv", tmp_path / "x.json", None, "toy", CFG)
+
+
+def test_atlas_validation_adds_paper_001_observables(shower_files, tmp_path):
+    """The ATLAS pass: per-layer and delta-eta/phi profiles, the covariance distance row and figures."""
+    gen = _canonical_copy(shower_files["atlas_photon"], tmp_path / "gen.h5", scale=1.0, step=2)
+    cfg = ValidationConfig(n_energy_bins=3, n_bootstrap=5, chunk_size=32)
+    result = validate(
+        shower_files["atlas_photon"], None, gen, tmp_path / "m.csv", tmp_path / "m.json", tmp_path / "fig", "toy", cfg
+    )
+    rows = {(r["observable"], r["detail"]): r for r in result["rows"]}
+    cov = rows[("cell_covariance", "||C_gen - C_ref||_F / ||C_ref||_F of the cell covariance")]
+    assert cov["status"] == "ok" and cov["baseline"] > 0
+    assert cov["value"] == pytest.approx(0.0, abs=1e-9)  # the generated file is reference half A itself
+    observables = {r["observable"] for r in result["rows"]}
+    assert {"profile_deta_front", "profile_dphi_back", "m1_eta", "width_phi", "depth_x0", "frac_middle"} <= observables
+    names = {p.stem for p in (tmp_path / "fig").glob("*.png")}
+    assert {"layer_energies", "delta_eta_phi_profiles", "cell_covariance", "middle_eta_phi", "layer_fractions"} <= names
+    # one energy bin per discrete energy (the simulated file has 3 energies, fewer than 16)
+    with h5py.File(shower_files["atlas_photon"]) as f:
+        assert len(result["energy_bins_gev"]) - 1 == np.unique(f["energy"][:]).size
+
+
+def test_covariance_accumulators_merge_exactly():
+    from calofast.selection import CovarianceAccumulator
+
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(2.0, 1.0, (50, 6)), rng.normal(-1.0, 3.0, (70, 6))
+    acc_a, acc_b = CovarianceAccumulator(), CovarianceAccumulator()
+    acc_a.add(a[:20])
+    acc_a.add(a[20:])
+    acc_b.add(b)
+    assert_allclose(acc_a.merged(acc_b).covariance(), np.cov(np.vstack([a, b]), rowvar=False), rtol=1e-10)
+    assert_allclose(acc_a.merged(CovarianceAccumulator()).covariance(), np.cov(a, rowvar=False), rtol=1e-10)
