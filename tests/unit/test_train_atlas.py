@@ -240,3 +240,34 @@ def test_selection_over_seeds_and_scan_scoring(split, tmp_path):
                for r in scan["points"])  # fmt: skip
     table = list(csv.DictReader(open(tmp_path / "scan.csv")))
     assert [r["point"] for r in table if r["best"] == "1"] == [scan["best"]] and "train.seed" in table[0]
+
+
+def test_vae_on_log10_cells_with_a_linear_output(split, tmp_path):
+    """The paper's scanned alternative log10(E_cell x 1e10): a linear-output VAE trains on it and
+    generation inverts the transform back to MeV."""
+    import json
+
+    from calofast.atlas_generate import generate_atlas_to_file
+    from calofast.preprocess import Pipeline
+
+    prep = {"transforms": [{"name": "log10", "scale": 1.0e10, "floor": 1.0}]}
+    pipe = Pipeline.from_config(prep)
+    with h5py.File(split) as f:
+        energy = f["energy"][:].astype(np.float64)
+        cells = f["x"][:] * energy[:, None]  # MeV
+    logged = tmp_path / "log.h5"
+    with h5py.File(split) as f, h5py.File(logged, "w") as g:
+        for k in f:
+            g[k] = f[k][:]
+        del g["x"]
+        g["x"] = pipe.forward(cells, energy).astype(np.float32)
+    spec = _spec(logged, tmp_path, "atlas_vae", epochs=1, steps_per_epoch=3)
+    spec["model"] = {"output_activation": "linear"}
+    summary = fit_atlas(spec)
+    assert np.isfinite(summary["history"][-1]["vae_total"])
+    transforms = tmp_path / "transforms.json"
+    transforms.write_text(json.dumps({"geometry": "atlas_em_barrel", "pipeline": pipe.to_dict()}))
+    generate_atlas_to_file(summary["checkpoints"][-1], transforms, logged, tmp_path / "gen.h5", n_showers=20)
+    with h5py.File(tmp_path / "gen.h5") as g:
+        out = g["showers"][:]
+    assert out.shape == (20, 266) and np.all(np.isfinite(out)) and np.all(out >= 0)
