@@ -362,6 +362,9 @@ def test_report_collects_the_figures_and_tables(finished_run, repo_root, tmp_pat
     assert "vae_tiny</tt> (atlas_vae on atlas_photon)" in html and "a scan of architecture.latent_dim" in html
     assert "wgan_tiny</tt> (atlas_wgan on atlas_photon)" in html and "seeds [1, 2]" in html
     assert html.count("NOT converged") >= 3
+    # one list item per model (the template keeps the items apart)
+    items = re.findall(r'<li><tt class=\\"docutils literal\\">(\w+)</tt> \(', html)
+    assert sorted(items) == ["gan_tiny", "vae_tiny", "wgan_tiny"]
 
 
 def test_slurm_profile_dry_run(repo_root, inputs, tmp_path):
