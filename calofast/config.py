@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
 from pathlib import Path
@@ -191,14 +192,19 @@ def all_models(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return models
 
 
-def _check_scan_point(name: str, point: dict[str, Any], schema: str | os.PathLike = DEFAULT_SCHEMA) -> None:
-    """A scan point must pass the schema's model definition (types and ranges of the values)."""
+@functools.lru_cache(maxsize=4)
+def _model_validator(schema: str):
+    """A validator of the schema's model definition (read once per schema file)."""
     import jsonschema
     import yaml
 
     full = yaml.safe_load(Path(schema).read_text())
-    validator = jsonschema.Draft202012Validator({"$ref": "#/$defs/model", "$defs": full["$defs"]})
-    errors = sorted(validator.iter_errors(point), key=lambda e: list(e.absolute_path))
+    return jsonschema.Draft202012Validator({"$ref": "#/$defs/model", "$defs": full["$defs"]})
+
+
+def _check_scan_point(name: str, point: dict[str, Any], schema: str | os.PathLike = DEFAULT_SCHEMA) -> None:
+    """A scan point must pass the schema's model definition (types and ranges of the values)."""
+    errors = sorted(_model_validator(str(schema)).iter_errors(point), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]
         path = ".".join(str(p) for p in err.absolute_path)

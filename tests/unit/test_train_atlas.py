@@ -271,3 +271,27 @@ def test_vae_on_log10_cells_with_a_linear_output(split, tmp_path):
     with h5py.File(tmp_path / "gen.h5") as g:
         out = g["showers"][:]
     assert out.shape == (20, 266) and np.all(np.isfinite(out)) and np.all(out >= 0)
+
+
+def test_selection_and_scan_errors_are_named(split, tmp_path):
+    import json
+
+    from calofast.atlas_generate import select_checkpoint
+    from calofast.scan import score_scan
+
+    empty = tmp_path / "training.json"
+    empty.write_text(json.dumps({"seed": 3, "checkpoints": []}))
+    out = [tmp_path / n for n in ("s.pt", "s.csv", "s.json")]
+    with pytest.raises(TrainingError, match=r"training\.json: the stage wrote no checkpoint to select from"):
+        select_checkpoint([empty], split, *out)
+    assert not out[0].exists()
+    transforms = tmp_path / "t.json"
+    transforms.write_text(json.dumps({"geometry": "atlas_em_barrel", "pipeline": {"transforms": []}}))
+    with pytest.raises(ValueError, match="a scan needs at least one point"):
+        score_scan({}, split, transforms, "atlas_vae", tmp_path / "scan.csv", tmp_path / "scan.json")
+    with pytest.raises(TrainingError, match=r"cannot read checkpoint .*missing\.pt"):
+        score_scan(
+            {"p-scan-000": {"checkpoint": tmp_path / "missing.pt", "parameters": {}}},
+            split, transforms, "atlas_vae", tmp_path / "scan.csv", tmp_path / "scan.json", n_showers=20,
+        )  # fmt: skip
+    assert not (tmp_path / "scan.csv").exists() and not (tmp_path / "scan.json").exists()
