@@ -4,11 +4,13 @@
   the generator (WGAN) for conditions (E_gamma, multi-hot alignment) in batches
   and returns model-space cells (normalised to E_gamma).
 * :func:`select_checkpoint` scores the last K checkpoints of a stage on the
-  validation split by the paper's metric, the distance between the 266 x 266
-  cell covariance matrices of generated and reference showers
-  (:func:`calofast.selection.covariance_distance`, in the model's normalised
-  cell space), reports the per-layer KS score beside it, and copies the best
-  checkpoint to ``selected.pt``.
+  validation split and copies the best to ``selected.pt``. The default metric,
+  ``layer_response``, is the per-energy error of the mean layer fractions, the
+  response and the resolution against the reference, normalised by the targets
+  (:func:`calofast.selection.layer_response_errors`); ``covariance`` is the
+  paper's, the distance between the 266 x 266 cell covariance matrices
+  (:func:`calofast.selection.covariance_distance`, in the model's normalised cell
+  space). Every term, and the per-layer KS score, is in ``selection.csv``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +29,15 @@ from calofast import io
 from calofast.generate import candidate_checkpoints, keep_best, write_selection
 from calofast.models.atlas import condition_vector
 from calofast.provenance import sha256_file
-from calofast.selection import CovarianceAccumulator, covariance_distance, layer_ks_distance
+from calofast.selection import (
+    CovarianceAccumulator,
+    Tolerances,
+    covariance_distance,
+    energy_groups,
+    energy_summary,
+    layer_ks_distance,
+    layer_response_errors,
+)
 from calofast.train import TrainingError, load_checkpoint
 from calofast.train_atlas import build_atlas_model
 
@@ -60,6 +71,7 @@ def sample_showers(
 ):
     """Model-space showers (N, n_cells) for the conditions, batch by batch (generator)."""
     device = device or torch.device("cpu")
+    net = model.generator_network()  # [noise, c] -> cells (the VAE's prior and decoder, the GAN's generator)
     g = torch.Generator(device="cpu").manual_seed(int(seed))
     for lo in range(0, len(energy_gev), batch_size):
         e = torch.as_tensor(energy_gev[lo : lo + batch_size], dtype=torch.float32)
@@ -67,13 +79,26 @@ def sample_showers(
         c = condition_vector(e, mh, model.cfg.conditions)
         z = torch.randn(len(e), model.cfg.latent_dim, generator=g)
         with torch.inference_mode():
-            z, c = z.to(device), c.to(device)
-            x = model.decode(z, c) if hasattr(model, "decode") else model.generator(torch.cat([z, c], dim=1))
+            x = net(torch.cat([z, c], dim=1).to(device))
         yield x.float().cpu().numpy()
 
 
 def _layers(x: np.ndarray, sizes: tuple[int, ...]) -> np.ndarray:
     return np.stack([part.sum(axis=1) for part in np.split(x, np.cumsum(sizes)[:-1], axis=1)], axis=1)
+
+
+#: selection metrics of the ATLAS models: name -> (selection.csv column, description)
+SELECTION_METRICS = {
+    "layer_response": (
+        "layer_response",
+        "the largest per-energy deviation of the mean layer fractions, the mean response and the "
+        "resolution from the reference, each divided by its tolerance (calofast.selection.Tolerances)",
+    ),
+    "covariance": (
+        "covariance_distance",
+        "||C_gen - C_ref||_F / ||C_ref||_F of the cell covariance (paper 001), normalised cells",
+    ),
+}
 
 
 def select_checkpoint(
@@ -87,17 +112,28 @@ def select_checkpoint(
     seed: int = 1,
     batch_size: int = 1000,
     layer_sizes: tuple[int, ...] = (21, 168, 49, 28),
+    metric: str = "layer_response",
+    tolerances: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Score the last ``last_k`` checkpoints (of every seed's ``summary``) by the covariance
-    distance; keep the best."""
+    """Score the last ``last_k`` checkpoints (of every seed's ``summary``) on the validation
+    split and keep the best by ``metric`` (:data:`SELECTION_METRICS`). Every candidate's
+    terms go in the table: the per-energy layer-fraction, response and resolution errors
+    (:func:`calofast.selection.layer_response_errors`), the covariance distance and the
+    per-layer KS distance."""
+    if metric not in SELECTION_METRICS:
+        raise ValueError(f"selection.metric {metric!r}: one of {sorted(SELECTION_METRICS)}")
+    tol = Tolerances(**(tolerances or {}))
     checkpoints = candidate_checkpoints(summary, last_k)
     cond = read_split(validation, n_showers)
+    groups = energy_groups(cond["energy_gev"])
+    ones = np.ones(len(cond["energy_gev"]))  # cells are normalised to E_gamma: the response is their sum
     ref = CovarianceAccumulator()
     ref_layers = []
     for _, chunk in io.iter_chunks(validation, batch_size, ("x",), stop=len(cond["energy_gev"])):
         ref.add(chunk["x"])
         ref_layers.append(_layers(chunk["x"], layer_sizes))
     cov_ref, ref_layers = ref.covariance(), np.concatenate(ref_layers)
+    ref_summary = energy_summary(ones, ref_layers, groups)
     rows = []
     for seed_of, path in checkpoints:
         model, ck = load_atlas_model(path, torch.device("cpu"))
@@ -105,24 +141,44 @@ def select_checkpoint(
         for x in sample_showers(model, cond["energy_gev"], cond["multihot"], batch_size, seed):
             acc.add(x)
             gen_layers.append(_layers(x, layer_sizes))
+        gen_layers = np.concatenate(gen_layers)
+        errors = layer_response_errors(ref_summary, energy_summary(ones, gen_layers, groups), 1.0, tol)
         rows.append(
             {
                 "seed": seed_of,
                 "epoch": int(ck["epoch"]) + 1,
                 "checkpoint": str(path),
+                "layer_response": errors["score"],
+                "fraction_points": errors["fraction_points"],
+                "fraction_points_low": errors["fraction_points_low"],
+                "response": errors["response"],
+                "resolution": errors["resolution"],
                 "covariance_distance": covariance_distance(cov_ref, acc.covariance()),
-                "layer_ks": layer_ks_distance(ref_layers, np.concatenate(gen_layers))["score"],
+                "layer_ks": layer_ks_distance(ref_layers, gen_layers)["score"],
             }
         )
-        log.info("epoch %d: covariance distance %.4f", rows[-1]["epoch"], rows[-1]["covariance_distance"])
-    best = keep_best(rows, "covariance_distance", ["covariance_distance", "layer_ks"], out_selected, out_table)
+        log.info(
+            "seed %s epoch %d: %s", seed_of, rows[-1]["epoch"], {k: v for k, v in rows[-1].items() if k != "checkpoint"}
+        )
+    key, description = SELECTION_METRICS[metric]
+    columns = [
+        "layer_response",
+        "fraction_points",
+        "fraction_points_low",
+        "response",
+        "resolution",
+        "covariance_distance",
+        "layer_ks",
+    ]
+    best = keep_best(rows, key, columns, out_selected, out_table)
     return write_selection(
         out_json,
         best,
         rows,
         out_selected,
-        score=best["covariance_distance"],
-        metric="||C_gen - C_ref||_F / ||C_ref||_F of the cell covariance (paper 001), normalised cells",
+        score=best[key],
+        metric=f"{metric}: {description}",
+        tolerances=asdict(tol),
         n_showers=int(len(cond["energy_gev"])),
     )
 

@@ -357,7 +357,7 @@ class AtlasPath(GenerationPath):
         self.rng = torch.Generator(device="cpu").manual_seed(int(seed))
 
     def _net(self) -> torch.nn.Module:
-        return self.model.decoder if hasattr(self.model, "decoder") else self.model.generator
+        return self.model.generator_network()  # [noise, c] -> cells
 
     def network(self, variant: str, device: torch.device) -> torch.nn.Module:
         import copy

@@ -8,7 +8,8 @@ history, fingerprint), a rerun resumes from the last complete checkpoint of the
 same fingerprint with bit-identical results on the CPU, and a non-finite loss
 stops the job naming stage, epoch, batch and the last good checkpoint.
 
-* VAE (``atlas_vae``): RMSprop (lr 1e-4, Keras rho 0.9), batch 100, loss of paper eq. (5).
+* VAE (``atlas_vae``): RMSprop (lr 1e-4, Keras rho 0.9), batch 100, loss of paper eq. (5)
+  with the KL weight of the epoch (:func:`calofast.models.atlas.kl_weight`: annealing).
 * WGAN-GP (``atlas_wgan``): Adam (lr 5e-5, Keras betas 0.9/0.999 - the paper gives
   no betas), batch 64; per generator update ``n_critic`` (5) critic updates, each
   on a new real batch, with the two-sided gradient penalty; L1 activity term on
@@ -34,6 +35,7 @@ from calofast.models.atlas import (
     condition_vector,
     critic_loss,
     generator_loss,
+    kl_weight,
     vae_losses,
 )
 from calofast.train import (
@@ -168,6 +170,7 @@ def fit_atlas(spec: dict[str, Any]) -> dict[str, Any]:
         sums: dict[str, float] = {}
         n_steps, n_seen, t0 = 0, 0, time.perf_counter()
         batches = iter(data)
+        w_kl = kl_weight(mcfg, epoch) if kind == "atlas_vae" else None
         while cfg.steps_per_epoch is None or n_steps < cfg.steps_per_epoch:
             needed = 1 if kind == "atlas_vae" else mcfg.n_critic
             chunk = [b for _, b in zip(range(needed), batches)]
@@ -181,7 +184,7 @@ def fit_atlas(spec: dict[str, Any]) -> dict[str, Any]:
                 c = condition_vector(e, None if mh is None else mh.to(device), mcfg.conditions)
                 n_seen += x.shape[0]
                 if kind == "atlas_vae":
-                    terms = vae_losses(x, model(x, c), mcfg)
+                    terms = vae_losses(x, model(x, c), mcfg, w_kl)
                     _check_finite(terms, "vae", w, ck_dir, fp, 0)
                     _step(optimizers["vae"], terms["total"])
                     records.update({f"vae_{k}": v for k, v in terms.items()})
@@ -206,6 +209,8 @@ def fit_atlas(spec: dict[str, Any]) -> dict[str, Any]:
             raise TrainingError(f"{spec['data']['train']}: too few showers for one training step")
         seconds = time.perf_counter() - t0
         entry = {"epoch": epoch + 1, **{k: v / n_steps for k, v in sums.items()}, "seconds": seconds}
+        if w_kl is not None:
+            entry["kl_weight"] = w_kl
         entry["showers_per_s"] = n_seen / seconds
         history.append(entry)
         log.info("stage %s epoch %d/%d: %s", stage_name, epoch + 1, epochs, entry)

@@ -250,6 +250,50 @@ def validation_inputs(wildcards):
     }
 
 
+def energy_table_datasets():
+    """Datasets with at least one model and a named geometry of at most 8 layers: they get the
+    per-energy table of layer fractions, response and resolution (rule energy_table)."""
+    from calofast.geometry import get_geometry
+    from calofast.validation.energy_table import MAX_LAYERS
+
+    out = []
+    for name in sorted({m["dataset"] for m in config["models"].values()}):
+        try:
+            n_layers = get_geometry(DATASETS[name]["geometry"]).n_layers
+        except (KeyError, ValueError):  # a geometry read from a binning file
+            continue
+        if n_layers <= MAX_LAYERS:
+            out.append(name)
+    return out
+
+
+def energy_table_inputs(wildcards):
+    """The reference test split (the first model's last stage) and every configured model's
+    generated showers on the dataset (scan points excluded)."""
+    models = {
+        n: m for n, m in config["models"].items() if m["dataset"] == wildcards.dataset
+    }
+    if not models:
+        raise WorkflowError(
+            f"dataset {wildcards.dataset!r} has no model: no per-energy table"
+        )
+    first = models[sorted(models)[0]]
+    prep = prep_dir(first["stages"][-1]["preprocessing"])
+    return {
+        "test": f"{prep}/test.h5",
+        "transforms": f"{prep}/transforms.json",
+        "generated": [
+            f"results/{wildcards.dataset}/{n}/generated.h5" for n in sorted(models)
+        ],
+    }
+
+
+def energy_table_models(wildcards):
+    return sorted(
+        n for n, m in config["models"].items() if m["dataset"] == wildcards.dataset
+    )
+
+
 def _scan_points(wildcards):
     """(point name, {dotted key: value}) of the model's scan, in grid order."""
     scan = _model(wildcards).get("scan")
@@ -352,6 +396,9 @@ def get_final_output():
             out.append(f"results/{name}/export/calochallenge.hdf5")
     for name, prep in PREPROCESSING.items():
         out.append(f"results/{prep['dataset']}/preprocessed/{name}/transforms.json")
+    out += [
+        f"results/{name}/summary/energy_table.csv" for name in energy_table_datasets()
+    ]
     for name, model in config["models"].items():  # scan points: through scan.csv only
         base = f"results/{model['dataset']}/{name}"
         if model.get("scan"):

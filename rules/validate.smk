@@ -1,4 +1,6 @@
-# Stage 6: validation. The first comparison of each model with its reference.
+# Stage 6: validation. The first comparison of each model with its reference, the
+# validation pass, the independent judge, and per dataset the per-energy table of all
+# its models (layer fractions, response, resolution).
 
 
 rule compare_model:
@@ -96,3 +98,41 @@ rule judge_model:
         judge=config["judge"],
     script:
         "../workflow_scripts/judge_model.py"
+
+
+rule energy_table:
+    input:
+        unpack(energy_table_inputs),
+    output:
+        table=report(
+            "results/{dataset}/summary/energy_table.csv",
+            caption="report/energy_table.rst",
+            category="Summary",
+            labels={"dataset": "{dataset}", "figure": "per-energy table"},
+        ),
+        json="results/{dataset}/summary/energy_table.json",
+        png=report(
+            "results/{dataset}/summary/layer_fractions_vs_energy.png",
+            caption="report/energy_table.rst",
+            category="Summary",
+            labels={
+                "dataset": "{dataset}",
+                "figure": "fractions, response, resolution vs energy",
+            },
+        ),
+        pdf="results/{dataset}/summary/layer_fractions_vs_energy.pdf",
+    log:
+        "logs/energy_table/{dataset}.log",
+    benchmark:
+        "benchmarks/energy_table/{dataset}.tsv"
+    conda:
+        "../envs/calofast.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    params:
+        models=energy_table_models,
+        tolerances=config["validation"]["tolerances"],
+    script:
+        "../workflow_scripts/energy_table.py"

@@ -12,9 +12,16 @@ with job_log(snakemake.log[0]):
     sel = snakemake.params.selection
     out = snakemake.output
     common = dict(last_k=sel["last_k"], n_showers=sel["n_showers"], batch_size=sel["batch_size"], seed=sel["seed"])
-    if sel["model_type"] in ATLAS_TYPES:  # cell covariance distance (paper 001)
+    if sel["model_type"] in ATLAS_TYPES:  # per-energy layer fractions and response, or the covariance (paper 001)
         select_checkpoint(
-            list(snakemake.input.summaries), snakemake.input.validation, out.selected, out.table, out.info, **common
+            list(snakemake.input.summaries),
+            snakemake.input.validation,
+            out.selected,
+            out.table,
+            out.info,
+            metric=sel["metric"],
+            tolerances=sel["tolerances"],
+            **common,
         )
     else:  # sampling-fraction error (paper 000)
         select_epoch(

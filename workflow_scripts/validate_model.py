@@ -7,6 +7,7 @@ from calofast.validation.run import validate
 with job_log(snakemake.log[0]):
     settings = dict(snakemake.params.validation)
     max_showers = settings.pop("max_showers", None)
+    settings.pop("tolerances", None)  # the per-energy table's (rule energy_table)
     validate(
         snakemake.input.test,
         snakemake.input.transforms,

@@ -512,3 +512,46 @@ def _all_energy_mean(stats: SampleStats, key: str) -> np.ndarray:
     counts = stats.counts.reshape(-1, b.n_e, b.n_t + 1).sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return sums / counts
+
+
+def energy_table_figure(samples: dict[str, list[dict]], layer_names: list[str], out_dir: Path, tol) -> None:
+    """Mean layer fractions, response and resolution vs incident energy: the reference as black
+    markers, every model as a coloured line, each with its standard error; the grey band is the
+    tolerance around the reference (:class:`calofast.selection.Tolerances`)."""
+    _style()
+    panels = [(f"{name} fraction [%]", i) for i, name in enumerate(layer_names)]
+    panels += [(r"response $E_{sum}/E_{inc}$", "response"), (r"resolution $\sigma/\mu$", "resolution")]
+    ncol = 3
+    nrow = -(-len(panels) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(5.2 * ncol, 4.2 * nrow), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (ylabel, key) in zip(axes.flat, panels):
+        for j, (sample, summ) in enumerate(samples.items()):
+            e = np.array([s["energy"] for s in summ]) / 1e3
+            if isinstance(key, int):
+                y = np.array([s["fractions"][key] for s in summ])
+                err = np.array([s["fractions_err"][key] for s in summ])
+            else:
+                y = np.array([s[key] for s in summ])
+                err = np.array([s[f"{key}_err"] for s in summ])
+            if sample == "reference":
+                scale = np.array([tol.scale(x) for x in e])
+                if isinstance(key, int):
+                    half = tol.fraction_points * scale
+                else:
+                    half = y * (tol.response if key == "response" else tol.resolution) * scale
+                ax.fill_between(e, np.maximum(y - half, 0.0), y + half, color="0.85", label="target band")
+                ax.errorbar(e, y, yerr=err, fmt="o", color="black", label="reference", zorder=5)
+            else:
+                colour = colours[(j - 1) % len(colours)]
+                ax.errorbar(e, y, yerr=err, fmt="-s", ms=4, color=colour, label=sample, zorder=4)
+        _logx(ax)
+        if key == "resolution":
+            ax.set_yscale("log")
+        ax.set_xlabel(r"$E_{inc}$ [GeV]")
+        ax.set_ylabel(ylabel)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    axes.flat[0].legend(loc="best", fontsize=10)
+    _fast_layout(fig, axes)
+    _save(fig, out_dir, "layer_fractions_vs_energy")

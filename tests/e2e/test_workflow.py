@@ -199,7 +199,23 @@ def test_default_target_builds_every_stage(finished_run, inputs):
         assert summary["seed"] == seed and len(summary["history"]) == 2
     sel = json.loads((atlas / "wgan_tiny/stage-all/selection.json").read_text())
     assert {(e["seed"], e["epoch"]) for e in sel["epochs"]} == {(1, 1), (1, 2), (2, 1), (2, 2)}
-    assert sel["selected_seed"] in (1, 2) and "covariance" in sel["metric"]
+    assert sel["selected_seed"] in (1, 2) and sel["metric"].startswith("covariance")
+    vae_sel = json.loads((atlas / "vae_tiny/stage-all/selection.json").read_text())
+    assert vae_sel["metric"].startswith("layer_response") and vae_sel["tolerances"]["fraction_points"] == 2.0
+    table = pd.read_csv(atlas / "vae_tiny/stage-all/selection.csv")
+    assert {"layer_response", "fraction_points", "response", "resolution", "covariance_distance"} <= set(table)
+    assert table.loc[table["selected"] == 1, "layer_response"].item() == table["layer_response"].min()
+    # the per-energy table of the dataset: the reference and both models at both energies
+    energy = pd.read_csv(atlas / "summary/energy_table.csv")
+    assert sorted(set(energy["sample"])) == ["reference", "vae_tiny", "wgan_tiny"]
+    assert sorted(set(energy["energy_gev"].round(3))) == [4.096, 65.536]
+    ref_rows = energy[energy["sample"] == "reference"]
+    fractions = ref_rows[["frac_presampler", "frac_front", "frac_middle", "frac_back"]].sum(axis=1)
+    np.testing.assert_allclose(fractions, 100.0, rtol=1e-6)
+    assert (ref_rows["response"] > 0.8).all() and (ref_rows["response"] < 1.1).all()
+    assert energy.loc[energy["sample"] != "reference", "within_targets"].notna().all()
+    assert (atlas / "summary/layer_fractions_vs_energy.png").exists()
+    assert not (workdir / "results/lcd_ele/summary").exists()  # 25 layers: no per-layer table
     with h5py.File(atlas / "preprocessed/atlas_norm/test.h5") as f:
         n_test, test_eta = f["x"].shape[0], f["eta"][:]
     for model in ("vae_tiny", "wgan_tiny"):
@@ -270,6 +286,7 @@ def test_editing_one_value_reruns_only_what_depends_on_it(finished_run, repo_roo
     points = ("vae_tiny-scan-000", "vae_tiny-scan-001")
     assert atlas == sorted(
         [("all", ""), ("preprocess", "dataset=atlas_photon, prep=atlas_norm"), ("scan_model", vae)]
+        + [("energy_table", "dataset=atlas_photon")]
         + [(rule, m) for rule in per_model for m in (vae, wgan)]
         + [("select_epoch", f"{m}, stage=all") for m in (vae, wgan)]
         + [("select_epoch", f"dataset=atlas_photon, model={p}, stage=all") for p in points]
@@ -280,6 +297,7 @@ def test_editing_one_value_reruns_only_what_depends_on_it(finished_run, repo_roo
     seeds = plan(lambda c: c["models"]["wgan_tiny"].update(seeds=[1, 2, 3]))
     assert seeds == sorted(
         [("all", ""), ("select_epoch", f"{wgan}, stage=all"), ("train_stage", f"{wgan}, stage=all, seed=3")]
+        + [("energy_table", "dataset=atlas_photon")]
         + [(rule, wgan) for rule in per_model]
     )
     # one more scan value trains that point only, then scores the scan again

@@ -15,6 +15,7 @@ from calofast.models.atlas import (
     generator_loss,
     gradient_penalty,
     kl_divergence,
+    kl_weight,
     layer_fractions,
     n_conditions,
     vae_losses,
@@ -101,9 +102,203 @@ def test_vae_energy_terms_on_constructed_showers():
     assert terms["total"].item() == pytest.approx(1.0)
     x_hat2 = x_hat * 0.8
     assert vae_losses(x, {**out, "x_hat": x_hat2}, cfg)["etot"].item() == pytest.approx(0.2)
-    # the paper's weights
-    paper = AtlasVAEConfig()
-    assert (paper.w_reco, paper.w_kl, paper.w_etot, paper.w_layers) == (1.0, 1e-4, 1e-2, (8e-2, 6e-1, 2e-1, 1e-1))
+    # the defaults (README: which differ from the paper's Table 1 and why)
+    d = AtlasVAEConfig()
+    assert (d.w_reco, d.w_kl, d.w_etot, d.w_layers) == (1.0, 1e-2, 1e-1, (8e-2, 6e-1, 2e-1, 1e-1))
+    assert (d.prior, d.reco_reduction, d.conditions) == ("conditional", "sum", ("log_energy",))
+
+
+def test_reconstruction_reduction_and_kl_weight_override():
+    x, x_hat = torch.zeros(3, 266), torch.zeros(3, 266)
+    x_hat[:, :4] = 0.1  # squared error 4 x 0.01 per shower
+    out = {"x_hat": x_hat, "mu": torch.ones(3, 10), "logvar": torch.zeros(3, 10)}
+    only_reco = dict(w_kl=0.0, w_etot=0.0, w_layers=(0.0,) * 4)
+    mean = vae_losses(x, out, AtlasVAEConfig(reco_reduction="mean", **only_reco))["reco"].item()
+    summed = vae_losses(x, out, AtlasVAEConfig(reco_reduction="sum", **only_reco))["reco"].item()
+    assert mean == pytest.approx(0.04 / 266) and summed == pytest.approx(0.04)
+    cfg = AtlasVAEConfig(w_kl=0.5, prior="standard")
+    assert vae_losses(x, out, cfg)["kl"].item() == pytest.approx(0.5 * 5.0)  # KL = 0.5 * 10 * 1
+    assert vae_losses(x, out, cfg, w_kl=0.1)["kl"].item() == pytest.approx(0.1 * 5.0)  # the annealed weight
+    for bad, match in (
+        (dict(prior="vamp"), "prior 'vamp'"),
+        (dict(reco_reduction="max"), "reco_reduction 'max'"),
+        (dict(free_bits=-1.0), "free_bits"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            AtlasVAEConfig(**bad)
+
+
+def test_kl_against_a_conditional_prior_and_free_bits():
+    from torch.distributions import Normal
+    from torch.distributions import kl_divergence as torch_kl
+
+    g = torch.Generator().manual_seed(3)
+    mu, logvar = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)
+    pmu, plogvar = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)
+    ref = torch_kl(Normal(mu, (0.5 * logvar).exp()), Normal(pmu, (0.5 * plogvar).exp())).sum(1).mean()
+    assert kl_divergence(mu, logvar, pmu, plogvar).item() == pytest.approx(ref.item(), rel=1e-5)
+    # the posterior equal to the prior: zero, whatever the prior
+    assert kl_divergence(pmu, plogvar, pmu, plogvar).item() == pytest.approx(0.0, abs=1e-6)
+    # free bits: dimension 0 carries 0.5 * 2^2 = 2 nats, the other three none -> 2 + 3 x 0.25
+    mu = torch.zeros(5, 4)
+    mu[:, 0] = 2.0
+    zero = torch.zeros(5, 4)
+    assert kl_divergence(mu, zero).item() == pytest.approx(2.0)
+    assert kl_divergence(mu, zero, free_bits=0.25).item() == pytest.approx(2.75)
+    assert kl_divergence(mu, zero, free_bits=3.0).item() == pytest.approx(12.0)
+
+
+def test_kl_annealing_schedule():
+    assert [kl_weight(AtlasVAEConfig(w_kl=0.2), e) for e in range(3)] == [0.2] * 3
+    cfg = AtlasVAEConfig(w_kl=0.2, kl_anneal_epochs=4)
+    assert [kl_weight(cfg, e) for e in range(6)] == pytest.approx([0.05, 0.1, 0.15, 0.2, 0.2, 0.2])
+
+
+def test_conditional_prior_starts_standard_and_drives_generation():
+    cfg = AtlasVAEConfig(prior="conditional", conditions=("log_energy",))
+    vae = AtlasVAE(cfg)
+    c = _conditions(6, cfg.conditions)
+    mu, logvar = vae.prior(c)
+    assert torch.equal(mu, torch.zeros(6, 10)) and torch.equal(logvar, torch.zeros(6, 10))  # N(0, 1) at start
+    out = vae(torch.rand(6, 266) / 50, c)
+    assert out["prior_mu"].shape == out["prior_logvar"].shape == (6, 10)
+    with torch.no_grad():  # a prior at mu_p = 3 + c, sigma_p = e: the generator decodes exactly that
+        vae.prior_mu.bias.fill_(3.0)
+        vae.prior_mu.weight.zero_()
+        vae.prior_logvar.bias.fill_(2.0)
+        eps = torch.randn(6, 10, generator=torch.Generator().manual_seed(1))
+        got = vae.generator_network()(torch.cat([eps, c], dim=1))
+        torch.testing.assert_close(got, vae.decode(3.0 + eps * np.e, c))
+        standard = AtlasVAE(AtlasVAEConfig(prior="standard"))
+        torch.testing.assert_close(standard.generator_network()(torch.cat([eps, c], 1)), standard.decode(eps, c))
+    assert standard.prior_net is None and "prior_mu.weight" not in standard.state_dict()
+
+
+def _synthetic_fractions(cfg: AtlasVAEConfig) -> dict[float, float]:
+    """Train ``cfg`` on synthetic showers whose front-layer fraction is 60 % at 2 GeV and 10 % at
+    200 GeV (the rest in the middle layer); the mean front fraction of its prior samples per energy."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    n = 2000
+    energy = np.where(np.arange(n) % 2 == 0, 2.0, 200.0)
+    front = np.where(energy < 10, 0.6, 0.1) + rng.normal(0, 0.05, n)
+    x = np.zeros((n, 266), np.float32)
+    x[:, 21:189] = (front[:, None] * rng.dirichlet(np.ones(168), n)).astype(np.float32)  # front: cells 21-188
+    x[:, 189:238] = ((1 - front)[:, None] * rng.dirichlet(np.ones(49), n)).astype(np.float32)  # middle
+    x, e = torch.from_numpy(x), torch.from_numpy(energy.astype(np.float32))
+    vae = AtlasVAE(cfg)
+    c = condition_vector(e, None, cfg.conditions)
+    opt = torch.optim.Adam(vae.parameters(), lr=2e-3)
+    for epoch in range(15):
+        perm = torch.randperm(n)
+        for b in range(0, n, 100):
+            idx = perm[b : b + 100]
+            loss = vae_losses(x[idx], vae(x[idx], c[idx]), cfg, kl_weight(cfg, epoch))["total"]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    out = {}
+    for e_gev in (2.0, 200.0):
+        cond = condition_vector(torch.full((500,), e_gev), None, cfg.conditions)
+        gen = vae.sample(cond, torch.Generator().manual_seed(2))
+        out[e_gev] = layer_fractions(gen, cfg.layer_sizes)[:, 1].mean().item()
+    return out
+
+
+def test_conditional_vae_follows_a_strongly_condition_dependent_layer_fraction():
+    frac = _synthetic_fractions(AtlasVAEConfig(hidden=(64, 32), latent_dim=4))
+    assert frac[2.0] == pytest.approx(0.6, abs=0.05) and frac[200.0] == pytest.approx(0.1, abs=0.05), frac
+
+
+def test_the_papers_vae_samples_energy_averaged_showers():
+    """The cause of the paper VAE's flat layer fractions: with the N(0, 1) prior and a tiny KL
+    weight the latent carries the energy, so prior samples at 200 GeV look like the average."""
+    paper = dict(prior="standard", conditions=("energy",), reco_reduction="mean", w_kl=1e-4, w_etot=1e-2)
+    frac = _synthetic_fractions(AtlasVAEConfig(hidden=(64, 32), latent_dim=4, **paper))
+    assert frac[200.0] > 0.3, frac  # 10 % in the training showers
+
+
+def _showers_with(fracs_by_energy, n=400, seed=0, response=1.0, resolution=0.02):
+    """(energy, per-layer energies) with given mean fractions per energy, response and resolution."""
+    rng = np.random.default_rng(seed)
+    energy, layers = [], []
+    for e, frac in fracs_by_energy.items():
+        total = e * rng.normal(response, response * resolution, n)
+        energy.append(np.full(n, e))
+        layers.append(total[:, None] * np.asarray(frac)[None, :] / 100.0)
+    return np.concatenate(energy), np.concatenate(layers)
+
+
+def test_energy_groups_discrete_continuous_and_foreign_energies():
+    from calofast.selection import energy_groups
+
+    labels, centres = energy_groups(np.array([4.0, 1.0, 4.0, 16.0]))
+    assert labels.tolist() == [1, 0, 1, 2] and centres.tolist() == [1.0, 4.0, 16.0]
+    labels, _ = energy_groups(np.array([16.0, 1.0]), reference=np.array([1.0, 4.0, 16.0]))
+    assert labels.tolist() == [2, 0]
+    with pytest.raises(ValueError, match=r"energies \[2.0\] are not among the reference's"):
+        energy_groups(np.array([2.0]), reference=np.array([1.0, 4.0]))
+    flat = np.linspace(10, 100, 1000)
+    labels, centres = energy_groups(flat, n_bins=4)
+    assert np.bincount(labels).tolist() == [250] * 4 and centres[0] == pytest.approx(np.median(flat[:250]))
+
+
+def test_energy_summary_on_constructed_showers():
+    from calofast.selection import energy_summary
+
+    e, layers = _showers_with({8.0: [1, 30, 68, 1], 64.0: [0.5, 18, 80.5, 1]}, n=4000, resolution=0.05)
+    summ = energy_summary(e, layers)
+    assert [s["energy"] for s in summ] == [8.0, 64.0] and [s["n"] for s in summ] == [4000, 4000]
+    np.testing.assert_allclose(summ[0]["fractions"], [1, 30, 68, 1], rtol=1e-9)
+    assert summ[1]["response"] == pytest.approx(1.0, abs=0.005)
+    assert summ[1]["resolution"] == pytest.approx(0.05, rel=0.05)
+    assert summ[1]["resolution_err"] == pytest.approx(summ[1]["resolution"] / np.sqrt(2 * 3999))
+    single = energy_summary(np.array([1.0, 2.0, 2.0]), np.ones((3, 4)))
+    assert single[0]["n"] == 1 and np.isnan(single[0]["response"]) and single[1]["response"] == 2.0
+
+
+def test_layer_response_errors_name_the_worst_term_against_its_tolerance():
+    from calofast.selection import Tolerances, energy_summary, layer_response_errors
+
+    fr = {2.0: [10, 45, 44, 1], 16.0: [2, 27, 70, 1], 64.0: [0.5, 18, 80.5, 1]}
+    ref = energy_summary(*_showers_with(fr, seed=1))
+    same = layer_response_errors(ref, energy_summary(*_showers_with(fr, seed=1)))
+    assert same == {
+        "score": 0.0,
+        "fraction_points": 0.0,
+        "fraction_points_low": 0.0,
+        "response": 0.0,
+        "resolution": 0.0,
+    }
+    # 3 points moved from front to middle at 16 GeV: 3 / 2 points
+    moved = {**fr, 16.0: [2, 24, 73, 1]}
+    err = layer_response_errors(ref, energy_summary(*_showers_with(moved, seed=1)))
+    assert err["fraction_points"] == pytest.approx(3.0) and err["score"] == pytest.approx(1.5)
+    # the same 3 points at 2 GeV count against the doubled low-energy tolerance: 3 / 4
+    low = {**fr, 2.0: [10, 42, 47, 1]}
+    err = layer_response_errors(ref, energy_summary(*_showers_with(low, seed=1)))
+    assert err["fraction_points"] == 0.0 and err["fraction_points_low"] == pytest.approx(3.0)
+    assert err["score"] == pytest.approx(0.75)
+    # 1 % high response everywhere: 0.01 / 0.02 (the worst is at >= 8 GeV)
+    err = layer_response_errors(ref, energy_summary(*_showers_with(fr, seed=1, response=1.01)))
+    assert err["response"] == pytest.approx(0.01) and err["score"] == pytest.approx(0.5)
+    # resolution 1.6 x the reference's: 0.6 / 0.3 at >= 8 GeV
+    err = layer_response_errors(ref, energy_summary(*_showers_with(fr, seed=1, resolution=0.032)))
+    assert err["resolution"] == pytest.approx(0.6, rel=0.01) and err["score"] == pytest.approx(2.0, rel=0.01)
+    # tolerances are configurable; energies in MeV need their unit
+    mev = energy_summary(*_showers_with({k * 1e3: v for k, v in low.items()}, seed=1))
+    ref_mev = energy_summary(*_showers_with({k * 1e3: v for k, v in fr.items()}, seed=1))
+    err = layer_response_errors(ref_mev, mev, 1e-3, Tolerances(fraction_points=1.0, low_energy_factor=1.0))
+    assert err["fraction_points"] == pytest.approx(3.0) and err["score"] == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="energy groups differ"):
+        layer_response_errors(ref, ref_mev)
+    # an energy with a single shower is left out; nothing left is an error
+    layers = np.array([[1.0, 1, 1, 1], [1, 1, 1, 2], [1, 1, 1, 1], [1, 1, 1, 2], [1, 1, 1, 1], [1, 1, 1, 2]])
+    few = energy_summary(np.array([2.0, 16.0, 16.0, 64.0, 64.0]), layers[1:])
+    ok = energy_summary(np.array([2.0, 2.0, 16.0, 16.0, 64.0, 64.0]), layers)
+    assert layer_response_errors(ok, few)["fraction_points_low"] == 0.0
+    with pytest.raises(ValueError, match="no energy with at least 2 showers"):
+        layer_response_errors(few[:1], few[:1])
 
 
 class LinearCritic(torch.nn.Module):
@@ -177,3 +372,24 @@ def test_layer_ks_score():
     res = layer_ks_distance(ref, shifted)
     assert res["per_layer"][1] > 0.15 and max(res["per_layer"][i] for i in (0, 2, 3)) < 0.05
     assert res["score"] == pytest.approx(np.mean(res["per_layer"]))
+
+
+def test_critic_reads_the_layer_energies_when_asked():
+    cfg = AtlasGANConfig(critic_layer_energies=True)
+    gan = AtlasGAN(cfg)
+    first = [m for m in gan.critic if isinstance(m, torch.nn.Linear)][0]
+    assert first.in_features == 266 + 5 + 8  # cells, 4 layer energies and their sum, conditions
+    c = _conditions(4, cfg.conditions)
+    x = torch.rand(4, 266) / 100
+    with torch.no_grad():  # a critic that only reads the front-layer feature: D = sum of front cells
+        for m in gan.critic:
+            if isinstance(m, torch.nn.Linear):
+                m.weight.zero_()
+                m.bias.zero_()
+        first.weight[0, 266 + 1] = 1.0
+        lin = [m for m in gan.critic if isinstance(m, torch.nn.Linear)]
+        for m in lin[1:]:
+            m.weight[0, 0] = 1.0
+    torch.testing.assert_close(gan.critique(x, c), x[:, 21:189].sum(dim=1))
+    gp = gradient_penalty(gan.critique, x, torch.rand(4, 266) / 100, c)  # |grad| = sqrt(168) through the feature
+    assert gp.item() == pytest.approx((168**0.5 - 1) ** 2, rel=1e-5)

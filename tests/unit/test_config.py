@@ -224,7 +224,7 @@ def test_validation_and_judge_schema_match_their_dataclasses(repo_root):
 
     schema = yaml.safe_load((repo_root / "schemas" / "config.schema.yaml").read_text())["properties"]
     fields = {f.name for f in dataclasses.fields(ValidationConfig)}
-    assert set(schema["validation"]["properties"]) == fields | {"max_showers"}  # read by the script
+    assert set(schema["validation"]["properties"]) == fields | {"max_showers", "tolerances"}  # read by the scripts
     assert set(schema["judge"]["properties"]) == {f.name for f in dataclasses.fields(JudgeConfig)}
 
 

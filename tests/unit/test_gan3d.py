@@ -71,7 +71,7 @@ def test_schema_lists_exactly_the_dataclass_fields(repo_root):
     assert _schema_props(repo_root, "atlas_vae_architecture") == vae
     assert _schema_props(repo_root, "atlas_wgan_architecture") == {
         f.name for f in dataclasses.fields(AtlasGANConfig)
-    } - {"n_cells"}
+    } - {"n_cells", "layer_sizes"}
     assert _schema_props(repo_root, "atlas_train") == {f.name for f in dataclasses.fields(AtlasTrainConfig)} - {
         "threads"
     }

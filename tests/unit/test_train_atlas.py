@@ -85,8 +85,8 @@ def test_non_finite_loss_stops_with_its_place(split, tmp_path, monkeypatch):
 
     real = ta.vae_losses
 
-    def poisoned(x, out, cfg):
-        terms = real(x, out, cfg)
+    def poisoned(x, out, cfg, w_kl=None):
+        terms = real(x, out, cfg, w_kl)
         terms["kl"] = terms["kl"] * float("nan")
         return terms
 
@@ -114,15 +114,25 @@ def test_sampling_and_covariance_selection(split, tmp_path, kind):
             np.concatenate(list(sample_showers(model, cond["energy_gev"][:16], cond["multihot"][:16], 16, seed=5))),
         )
     assert b.shape == a.shape
-    out = tmp_path / "sel"
-    out.mkdir()
-    result = select_checkpoint(
-        tmp_path / "training.json", split, out / "selected.pt", out / "selection.csv", out / "selection.json",
-        last_k=3, n_showers=200, batch_size=64,
-    )  # fmt: skip
-    scores = {e["epoch"]: e["covariance_distance"] for e in result["epochs"]}
-    assert sorted(scores) == [1, 2, 3] and result["selected_epoch"] == min(scores, key=scores.get)
+    for metric, column in (("covariance", "covariance_distance"), ("layer_response", "layer_response")):
+        out = tmp_path / f"sel-{metric}"
+        out.mkdir()
+        result = select_checkpoint(
+            tmp_path / "training.json", split, out / "selected.pt", out / "selection.csv", out / "selection.json",
+            last_k=3, n_showers=200, batch_size=64, metric=metric,
+        )  # fmt: skip
+        scores = {e["epoch"]: e[column] for e in result["epochs"]}
+        assert sorted(scores) == [1, 2, 3] and result["selected_epoch"] == min(scores, key=scores.get)
+        assert result["metric"].startswith(metric) and result["score"] == min(scores.values())
+    header = (out / "selection.csv").read_text().splitlines()[0].split(",")
+    assert header == [
+        "seed", "epoch", "layer_response", "fraction_points", "fraction_points_low", "response", "resolution",
+        "covariance_distance", "layer_ks", "selected",
+    ]  # fmt: skip
     assert all(np.isfinite(e["layer_ks"]) and 0 <= e["layer_ks"] <= 1 for e in result["epochs"])
+    assert all(e["layer_response"] >= e["fraction_points"] / 4.0 for e in result["epochs"])
+    with pytest.raises(ValueError, match="selection.metric 'ks'"):
+        select_checkpoint(tmp_path / "training.json", split, out / "x.pt", out / "x.csv", out / "x.json", metric="ks")
     chosen = load_checkpoint(out / "selected.pt")
     assert int(chosen["epoch"]) + 1 == result["selected_epoch"]
     assert json.loads((out / "selection.json").read_text())["n_showers"] == 200
@@ -210,7 +220,7 @@ def test_selection_over_seeds_and_scan_scoring(split, tmp_path):
     result = select_checkpoint(
         summaries, split, out / "selected.pt", out / "selection.csv", out / "selection.json", last_k=2, n_showers=100
     )
-    pairs = {(e["seed"], e["epoch"]): e["covariance_distance"] for e in result["epochs"]}
+    pairs = {(e["seed"], e["epoch"]): e["layer_response"] for e in result["epochs"]}
     assert sorted(pairs) == [(1, 1), (1, 2), (2, 1), (2, 2)]
     best = min(pairs, key=pairs.get)
     assert (result["selected_seed"], result["selected_epoch"]) == best
