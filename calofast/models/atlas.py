@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 #: Cells per layer of the ATLAS image: presampler 7x3, front 56x3, middle 7x7, back 4x7.
@@ -296,8 +297,16 @@ class AtlasGANConfig:
     n_critic: int = 5  # critic updates per generator update (training ratio)
     layer_sizes: tuple[int, ...] = ATLAS_LAYER_SIZES
     # Beyond the paper (off by default): the critic also reads the per-layer energies and
-    # their sum computed from its input cells (the energy features CaloGAN's discriminator sees)
+    # their sum computed from its input cells (the energy features CaloGAN's discriminator
+    # sees), times ``critic_energy_scale``, and the gradient penalty is taken in that feature
+    # space: in cell space a critic of the total energy has gradient norm sqrt(266) per unit
+    # slope, so the penalty would let it weigh the total 16 times less than one cell
     critic_layer_energies: bool = False
+    critic_energy_scale: float = 1.0
+    # "sigmoid": every cell a sigmoid (the paper); "softmax_total": the cells are a softmax over
+    # the 266 cells (Table 2 scanned a softmax output) times a generated total, softplus of one
+    # more output unit, so the sum of the cells is one number the networks control directly
+    output: str = "sigmoid"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "conditions", tuple(self.conditions))
@@ -307,9 +316,18 @@ class AtlasGANConfig:
             raise ValueError(f"gp_sided {self.gp_sided!r}: one or two")
         if sum(self.layer_sizes) != self.n_cells:
             raise ValueError(f"layer_sizes {self.layer_sizes} must add up to n_cells {self.n_cells}")
+        if self.output not in ("sigmoid", "softmax_total"):
+            raise ValueError(f"output {self.output!r}: sigmoid or softmax_total")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+class SoftmaxTotal(nn.Module):
+    """(N, n + 1) logits -> (N, n) cells: softmax over the first n, times softplus of the last."""
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(h[:, :-1], dim=1) * F.softplus(h[:, -1:])
 
 
 def _leaky_mlp(sizes: list[int], slope: float, out: nn.Module | None) -> nn.Sequential:
@@ -335,7 +353,10 @@ class AtlasGAN(nn.Module):
         self.cfg = cfg
         nc = n_conditions(cfg.conditions)
         h = list(cfg.hidden)
-        self.generator = _leaky_mlp([cfg.latent_dim + nc, *h, cfg.n_cells], cfg.leaky_slope, nn.Sigmoid())
+        if cfg.output == "sigmoid":
+            self.generator = _leaky_mlp([cfg.latent_dim + nc, *h, cfg.n_cells], cfg.leaky_slope, nn.Sigmoid())
+        else:
+            self.generator = _leaky_mlp([cfg.latent_dim + nc, *h, cfg.n_cells + 1], cfg.leaky_slope, SoftmaxTotal())
         n_feat = len(cfg.layer_sizes) + 1 if cfg.critic_layer_energies else 0
         self.critic = _leaky_mlp([cfg.n_cells + n_feat + nc, *h, 1], cfg.leaky_slope, None)
 
@@ -343,11 +364,22 @@ class AtlasGAN(nn.Module):
         z = torch.randn(c.shape[0], self.cfg.latent_dim, generator=generator, device=c.device)
         return self.generator(torch.cat([z, c], dim=1))
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """What the critic reads of a shower: the cells, with ``critic_layer_energies`` followed by
+        the layer energies and their sum (times ``critic_energy_scale``); linear in the cells."""
+        if not self.cfg.critic_layer_energies:
+            return x
+        layers = torch.stack([p.sum(dim=1) for p in torch.split(x, list(self.cfg.layer_sizes), dim=1)], dim=1)
+        energies = torch.cat([layers, layers.sum(dim=1, keepdim=True)], dim=1) * self.cfg.critic_energy_scale
+        return torch.cat([x, energies], dim=1)
+
+    def critic_on(self, f: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """D(features, c)."""
+        return self.critic(torch.cat([f, c], dim=1))[:, 0]
+
     def critique(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        if self.cfg.critic_layer_energies:  # [cells, E_layer_1..M, E_sum, c]
-            layers = torch.stack([p.sum(dim=1) for p in torch.split(x, list(self.cfg.layer_sizes), dim=1)], dim=1)
-            x = torch.cat([x, layers, layers.sum(dim=1, keepdim=True)], dim=1)
-        return self.critic(torch.cat([x, c], dim=1))[:, 0]
+        """D(cells, c)."""
+        return self.critic_on(self.features(x), c)
 
     def generator_network(self) -> nn.Module:
         """The generation network: [z, c] -> cells."""
@@ -377,9 +409,12 @@ def gradient_penalty(
 def critic_loss(model: AtlasGAN, real: torch.Tensor, fake: torch.Tensor, c: torch.Tensor) -> dict[str, torch.Tensor]:
     """WGAN critic loss E[D(fake)] - E[D(real)] + lambda GP (paper 001, Sec. 4)."""
     cfg = model.cfg
-    d_real = model.critique(real, c).mean()
-    d_fake = model.critique(fake.detach(), c).mean()
-    gp = gradient_penalty(model.critique, real, fake.detach(), c, cfg.gp_sided)
+    real_f, fake_f = model.features(real), model.features(fake.detach())
+    d_real = model.critic_on(real_f, c).mean()
+    d_fake = model.critic_on(fake_f, c).mean()
+    # the penalty in the critic's feature space (the cells themselves unless critic_layer_energies);
+    # the features are linear, so interpolating them is interpolating the cells
+    gp = gradient_penalty(model.critic_on, real_f, fake_f, c, cfg.gp_sided)
     terms = {"wasserstein": d_fake - d_real, "gp": cfg.gp_weight * gp}
     terms["total"] = terms["wasserstein"] + terms["gp"]
     return terms

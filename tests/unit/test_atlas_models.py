@@ -375,21 +375,44 @@ def test_layer_ks_score():
 
 
 def test_critic_reads_the_layer_energies_when_asked():
-    cfg = AtlasGANConfig(critic_layer_energies=True)
+    cfg = AtlasGANConfig(critic_layer_energies=True, critic_energy_scale=3.0)
     gan = AtlasGAN(cfg)
     first = [m for m in gan.critic if isinstance(m, torch.nn.Linear)][0]
     assert first.in_features == 266 + 5 + 8  # cells, 4 layer energies and their sum, conditions
     c = _conditions(4, cfg.conditions)
-    x = torch.rand(4, 266) / 100
-    with torch.no_grad():  # a critic that only reads the front-layer feature: D = sum of front cells
-        for m in gan.critic:
-            if isinstance(m, torch.nn.Linear):
-                m.weight.zero_()
-                m.bias.zero_()
-        first.weight[0, 266 + 1] = 1.0
+    x, fake = torch.rand(4, 266) / 100, torch.rand(4, 266) / 100
+    f = gan.features(x)
+    torch.testing.assert_close(f[:, 266 + 1], 3.0 * x[:, 21:189].sum(dim=1))  # the front layer, scaled
+    torch.testing.assert_close(f[:, -1], 3.0 * x.sum(dim=1))
+    with torch.no_grad():  # a critic that only reads the front-layer feature
         lin = [m for m in gan.critic if isinstance(m, torch.nn.Linear)]
+        for m in lin:
+            m.weight.zero_()
+            m.bias.zero_()
+        first.weight[0, 266 + 1] = 1.0
         for m in lin[1:]:
             m.weight[0, 0] = 1.0
-    torch.testing.assert_close(gan.critique(x, c), x[:, 21:189].sum(dim=1))
-    gp = gradient_penalty(gan.critique, x, torch.rand(4, 266) / 100, c)  # |grad| = sqrt(168) through the feature
-    assert gp.item() == pytest.approx((168**0.5 - 1) ** 2, rel=1e-5)
+    torch.testing.assert_close(gan.critique(x, c), 3.0 * x[:, 21:189].sum(dim=1))
+    # in feature space its gradient is a unit vector: no penalty; in cell space it would be 3 sqrt(168)
+    terms = critic_loss(gan, x, fake, c)
+    assert terms["gp"].item() == pytest.approx(0.0, abs=1e-8)
+    in_cells = gradient_penalty(gan.critique, x, fake, c)
+    assert in_cells.item() == pytest.approx((3 * 168**0.5 - 1) ** 2, rel=1e-5)
+    # without the option the features are the cells and the penalty is the paper's
+    plain = AtlasGAN(AtlasGANConfig())
+    assert plain.features(x) is x
+
+
+def test_softmax_total_output_sums_to_the_generated_total():
+    from calofast.models.atlas import SoftmaxTotal
+
+    h = torch.randn(5, 267, generator=torch.Generator().manual_seed(0))
+    cells = SoftmaxTotal()(h)
+    assert cells.shape == (5, 266) and bool((cells > 0).all())
+    torch.testing.assert_close(cells.sum(dim=1), torch.nn.functional.softplus(h[:, -1]))
+    gan = AtlasGAN(AtlasGANConfig(output="softmax_total"))
+    assert [m for m in gan.generator if isinstance(m, torch.nn.Linear)][-1].out_features == 267
+    c = _conditions(3, gan.cfg.conditions)
+    assert gan.sample(c, torch.Generator().manual_seed(1)).shape == (3, 266)
+    with pytest.raises(ValueError, match="output 'relu'"):
+        AtlasGANConfig(output="relu")
