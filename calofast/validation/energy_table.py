@@ -14,13 +14,14 @@ from __future__ import annotations
 import csv
 import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from calofast import io
-from calofast.geometry import file_geometry
+from calofast.geometry import file_geometry, get_geometry
 from calofast.provenance import provenance
 from calofast.selection import Tolerances, energy_groups, energy_summary, layer_response_errors
 from calofast.validation.run import iter_showers
@@ -35,10 +36,7 @@ def read_layers(
     """(incident energy [MeV], per-layer energies [MeV] (N, n_layers)) of a canonical file, or of
     a preprocessed split inverted with its ``transforms``."""
     if transforms is not None:
-        geometry_name = json.loads(Path(transforms).read_text())["geometry"]
-        from calofast.geometry import get_geometry
-
-        geometry = get_geometry(geometry_name)
+        geometry = get_geometry(json.loads(Path(transforms).read_text())["geometry"])
     else:
         with io.open_h5(path) as f:
             geometry = file_geometry(io.check_canonical(f, path))
@@ -69,8 +67,6 @@ def energy_table(
     """Write the per-energy table (CSV: one row per sample and energy) and its JSON (rows,
     per-model worst deviations and score, tolerances, provenance); with ``figures_dir`` the
     fractions / response / resolution vs energy figure."""
-    from calofast.geometry import get_geometry
-
     tol = Tolerances(**(tolerances or {}))
     geometry = get_geometry(json.loads(Path(transforms).read_text())["geometry"])
     if geometry.n_layers > MAX_LAYERS:
@@ -115,7 +111,7 @@ def energy_table(
     os.replace(tmp, out_csv)
     result = {
         "layers": names,
-        "tolerances": tol.__dict__,
+        "tolerances": asdict(tol),
         "models": models,
         "rows": rows,
         "provenance": provenance(config or {}, inputs=[reference, *generated.values()], repo=repo),

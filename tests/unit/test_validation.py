@@ -326,3 +326,15 @@ def test_covariance_accumulators_merge_exactly():
     acc_b.add(b)
     assert_allclose(acc_a.merged(acc_b).covariance(), np.cov(np.vstack([a, b]), rowvar=False), rtol=1e-10)
     assert_allclose(acc_a.merged(CovarianceAccumulator()).covariance(), np.cov(a, rowvar=False), rtol=1e-10)
+
+
+def test_energy_table_refuses_a_many_layer_geometry(tmp_path):
+    import json
+
+    from calofast.validation.energy_table import energy_table
+
+    transforms = tmp_path / "transforms.json"
+    transforms.write_text(json.dumps({"geometry": "lcd_ecal"}))
+    with pytest.raises(ValueError, match="lcd_ecal: 25 layers; the per-energy layer table takes <= 8"):
+        energy_table(tmp_path / "test.h5", transforms, {}, tmp_path / "t.csv", tmp_path / "t.json")
+    assert not (tmp_path / "t.csv").exists()
