@@ -267,31 +267,27 @@ def energy_table_datasets():
     return out
 
 
+def energy_table_models(wildcards):
+    """The configured models of the dataset (scan points excluded), sorted."""
+    return sorted(
+        n for n, m in config["models"].items() if m["dataset"] == wildcards.dataset
+    )
+
+
 def energy_table_inputs(wildcards):
     """The reference test split (the first model's last stage) and every configured model's
     generated showers on the dataset (scan points excluded)."""
-    models = {
-        n: m for n, m in config["models"].items() if m["dataset"] == wildcards.dataset
-    }
+    models = energy_table_models(wildcards)
     if not models:
         raise WorkflowError(
             f"dataset {wildcards.dataset!r} has no model: no per-energy table"
         )
-    first = models[sorted(models)[0]]
-    prep = prep_dir(first["stages"][-1]["preprocessing"])
+    prep = prep_dir(config["models"][models[0]]["stages"][-1]["preprocessing"])
     return {
         "test": f"{prep}/test.h5",
         "transforms": f"{prep}/transforms.json",
-        "generated": [
-            f"results/{wildcards.dataset}/{n}/generated.h5" for n in sorted(models)
-        ],
+        "generated": [f"results/{wildcards.dataset}/{n}/generated.h5" for n in models],
     }
-
-
-def energy_table_models(wildcards):
-    return sorted(
-        n for n, m in config["models"].items() if m["dataset"] == wildcards.dataset
-    )
 
 
 def _scan_points(wildcards):
