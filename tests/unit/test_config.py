@@ -59,6 +59,10 @@ def _ds(c, name="lcd_ele"):
         (lambda c: _ds(c).update(units={"showers": "GW"}), r"'GW' is not one of \['eV', 'keV', 'MeV', 'GeV', 'TeV'\]"),
         (lambda c: c.update(storage={"compression": "zstd"}), r"'zstd' is not one of \['gzip', 'lzf', 'none'\]"),
         (
+            lambda c: c.update(validation={"tolerances": {"response": 0}}),
+            r"0 is less than or equal to the minimum of 0",
+        ),
+        (
             lambda c: c["preprocessing"].update(p={"dataset": "lcd_ele", "transforms": [{"name": "power"}]}),
             r"'exponent' is a required property",
         ),
@@ -308,6 +312,29 @@ def test_atlas_models_validate_with_their_own_blocks(make_config):
         (_atlas("atlas_wgan", architecture={"gp_sided": "three"}), WorkflowError, r"'three' is not one of"),
         (_atlas("atlas_wgan", train={"label_flip": 0.1}), WorkflowError, r"'label_flip' was unexpected"),
         (_atlas("atlas_vae", architecture={"conditions": ["mass"]}), WorkflowError, r"'mass' is not one of"),
+        (
+            _atlas("atlas_vae", architecture={"prior": "vamp"}),
+            WorkflowError,
+            r"'vamp' is not one of \['standard', 'conditional'\]",
+        ),
+        (_atlas("atlas_vae", architecture={"reco_reduction": "max"}), WorkflowError, r"'max' is not one of"),
+        (_atlas("atlas_vae", architecture={"free_bits": -1}), WorkflowError, r"-1 is less than the minimum of 0"),
+        (
+            _atlas("atlas_wgan", architecture={"output": "relu"}),
+            WorkflowError,
+            r"'relu' is not one of \['sigmoid', 'softmax_total'\]",
+        ),
+        (
+            _atlas("atlas_wgan", architecture={"critic_energy_scale": 0}),
+            WorkflowError,
+            r"0 is less than or equal to the minimum of 0",
+        ),
+        (
+            _atlas("atlas_vae", selection={"metric": "ks"}),
+            WorkflowError,
+            r"'ks' is not one of \['layer_response', 'covariance'\]",
+        ),
+        (_atlas("atlas_vae", selection={"tolerances": {"fraction": 2}}), WorkflowError, r"'fraction' was unexpected"),
         (_atlas("atlas_wgan", seeds=[1, 1]), WorkflowError, r"has non-unique elements"),
         (
             {
