@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from calofast.datasets import energy_range_gev
+from calofast.data.datasets import energy_range_gev
 from calofast.geometry import get_geometry
 
 #: The schema shipped with the workflow (top-level ``schemas/``).
@@ -50,7 +50,7 @@ def _geometry_info(name: str) -> tuple[tuple[int, ...] | None, bool, bool]:
 
 def check_config(config: dict[str, Any]) -> None:
     """Cross-key checks: sources vs geometry, angles, energy ranges, pooling, splits."""
-    from calofast.formats import get_adapter
+    from calofast.data.formats import get_adapter
 
     datasets = config["datasets"]
     for name, ds in datasets.items():
@@ -212,8 +212,10 @@ def _check_scan_point(name: str, point: dict[str, Any], schema: str | os.PathLik
 
 
 def check_models(config: dict[str, Any]) -> None:
-    """Models and their scan points: dataset and stage preprocessings, architecture and conditions."""
-    from calofast.models import ATLAS_TYPES, get_model
+    """Models and their scan points: dataset, family (architecture, train, geometry, stage
+    preprocessings, generation conditions, selection metric, DDP) - the family's own
+    checks included (:meth:`calofast.models.family.ModelFamily.check_config`)."""
+    from calofast.models import ModelConfigError, get_family
 
     datasets, preps = config["datasets"], config.get("preprocessing") or {}
     models = all_models(config)
@@ -225,25 +227,26 @@ def check_models(config: dict[str, Any]) -> None:
             raise ConfigError(
                 f"{where}.dataset: unknown dataset {model['dataset']!r}; known datasets: {sorted(datasets)}"
             )
-        _, cfg_cls = get_model(model["type"])
         try:
-            arch = cfg_cls(**model.get("architecture", {}))
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"{where}.architecture: {err}") from None
+            family = get_family(model["type"])
+            arch = family.make_architecture(model.get("architecture"))
+            train = family.make_training(model.get("train"))
+        except ModelConfigError as err:
+            raise ConfigError(
+                f"{where}.{err}" if not str(err).startswith("unknown model type") else f"{where}.type: {err}"
+            ) from None
         ds = datasets[model["dataset"]]
-        if model["type"] == "3dgan" and ds["geometry"] != "lcd_ecal":
+        if family.geometries and ds["geometry"] not in family.geometries:
             raise ConfigError(
-                f"{where}: 3dgan generates 51x51x25 LCD images; dataset {model['dataset']!r} is {ds['geometry']}"
+                f"{where}: {family.name} generates showers of geometry {list(family.geometries)}; "
+                f"dataset {model['dataset']!r} is {ds['geometry']}"
             )
-        atlas = model["type"] in ATLAS_TYPES
-        if atlas and ds["geometry"] != "atlas_em_barrel":
-            raise ConfigError(
-                f"{where}: {model['type']} generates the 266-cell ATLAS image; dataset {model['dataset']!r} "
-                f"is {ds['geometry']} (needs geometry atlas_em_barrel)"
-            )
+        if train.nproc > 1 and not family.supports_ddp:
+            raise ConfigError(f"{where}.train.nproc: {family.name} does not support DDP; use 1")
         names = [s["name"] for s in model["stages"]]
         if len(set(names)) != len(names):
             raise ConfigError(f"{where}.stages: stage names must be unique, got {names}")
+        stages = []
         for i, stage in enumerate(model["stages"]):
             sw = f"{where}.stages[{i}]"
             prep = preps.get(stage["preprocessing"])
@@ -256,43 +259,22 @@ def check_models(config: dict[str, Any]) -> None:
                     f"{sw}.preprocessing: {stage['preprocessing']!r} reads dataset {prep['dataset']!r}, "
                     f"the model learns {model['dataset']!r}"
                 )
-            transforms = prep.get("transforms") or []
-            if model["type"] == "3dgan":
-                if prep.get("pool"):
-                    raise ConfigError(f"{sw}.preprocessing: 3dgan needs unpooled 51x51x25 showers")
-                last = transforms[-1] if transforms else {}
-                if last.get("name") != "power" or not math.isclose(last.get("exponent", 0), arch.power):
-                    raise ConfigError(
-                        f"{sw}.preprocessing: 3dgan's discriminator undoes x^{arch.power} to compute E_sum, so the "
-                        f"last transform of {stage['preprocessing']!r} must be {{name: power, exponent: {arch.power}}}"
-                    )
-            if atlas:
-                _check_atlas_stage(sw, stage["preprocessing"], prep, model["type"], arch)
+            stages.append((sw, {"name": stage["preprocessing"], **prep}))
         gen = model["generation"]
-        if atlas and gen["conditions"] != "test":
+        if gen["conditions"] not in family.condition_sources:
             raise ConfigError(
-                f"{where}.generation.conditions: {model['type']} generates for the test split's conditions "
-                "(E_gamma, eta, phi, alignment); grid is for 3dgan"
+                f"{where}.generation.conditions: {family.name} generates for {list(family.condition_sources)} "
+                f"conditions, not {gen['conditions']!r}"
             )
         if gen["conditions"] == "grid" and not gen.get("grid"):
             raise ConfigError(f"{where}.generation: conditions grid needs generation.grid.energy_gev")
-
-
-def _check_atlas_stage(where: str, prep_name: str, prep: dict[str, Any], kind: str, arch: Any) -> None:
-    """An ATLAS model's preprocessing: unpooled cells, alignment when conditioned on it, and
-    cells in [0, 1] (normalize_incident) under a sigmoid output."""
-    if prep.get("pool"):
-        raise ConfigError(f"{where}.preprocessing: {kind} needs the unpooled 266 cells, {prep_name!r} pools them")
-    if "alignment" in arch.conditions and prep.get("alignment_encoding", "none") != "multi_hot":
-        raise ConfigError(
-            f"{where}.preprocessing: {kind} is conditioned on the cell alignment, so {prep_name!r} needs "
-            "alignment_encoding: multi_hot (or drop alignment from architecture.conditions)"
-        )
-    transforms = prep.get("transforms") or []
-    sigmoid = kind == "atlas_wgan" or getattr(arch, "output_activation", "sigmoid") == "sigmoid"
-    if sigmoid and (not transforms or transforms[-1]["name"] != "normalize_incident"):
-        raise ConfigError(
-            f"{where}.preprocessing: {kind}'s sigmoid output gives cells in [0, 1], so the last transform of "
-            f"{prep_name!r} must be {{name: normalize_incident}} (the paper's choice; for log10 or raw cells use "
-            "atlas_vae with architecture.output_activation: linear)"
-        )
+        metric = model["selection"].get("metric")
+        if metric is not None and metric not in family.selection_scores:
+            raise ConfigError(
+                f"{where}.selection.metric: {family.name} is selected by one of {list(family.selection_scores)}, "
+                f"not {metric!r}"
+            )
+        try:
+            family.check_config(arch, stages, gen)
+        except ModelConfigError as err:
+            raise ConfigError(str(err)) from None

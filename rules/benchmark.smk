@@ -60,7 +60,6 @@ rule benchmark_model:
         runtime=240,
     params:
         benchmark=model_benchmark_config,
-        model_type=lambda wildcards: MODELS[wildcards.model]["type"],
     script:
         "../workflow_scripts/benchmark_model.py"
 

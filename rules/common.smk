@@ -6,6 +6,7 @@ import re
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from calofast.models import get_family
 from calofast.config import (
     ConfigError,
     all_models,
@@ -204,9 +205,10 @@ def train_spec(wildcards):
 
 
 def train_threads(wildcards):
-    """2 threads for the 3DGAN's 3D convolutions; 1 for the ATLAS MLPs (small matrices gain
-    nothing from a second thread, and two seeds then train side by side)."""
-    return 2 if _model(wildcards)["type"] == "3dgan" else 1
+    """The family's CPU threads per training job (3dgan's 3D convolutions: 2; the ATLAS MLPs:
+    1 - small matrices gain nothing from a second thread, and two seeds train side by side).
+    """
+    return get_family(_model(wildcards)["type"]).train_threads
 
 
 def select_inputs(wildcards):
@@ -225,7 +227,7 @@ def select_inputs(wildcards):
 
 
 def selection_config(wildcards):
-    return {**_model(wildcards)["selection"], "model_type": _model(wildcards)["type"]}
+    return _model(wildcards)["selection"]
 
 
 def generate_inputs(wildcards):
@@ -347,7 +349,7 @@ def benchmark_inputs(wildcards):
 GEANT4_GEOMETRIES = (
     "lcd_ecal",
     "ild_siw_ecal",
-)  # calofast.geant4_baseline builds grid geometries
+)  # calofast.benchmark.geant4 builds grid geometries
 REFERENCE_BENCHMARK_KEYS = (
     "reference_batch_sizes",
     "warmup",

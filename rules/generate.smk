@@ -20,7 +20,6 @@ rule generate:
         runtime=240,
     params:
         generation=generation_config,
-        model_type=lambda wildcards: MODELS[wildcards.model]["type"],
         particle=lambda wildcards: DATASETS[wildcards.dataset]["particle"],
         storage=config["storage"],
     script:

@@ -28,6 +28,5 @@ rule scan_model:
     params:
         points=scan_parameters,
         scan=lambda wildcards: _model(wildcards)["scan"],
-        model_type=lambda wildcards: _model(wildcards)["type"],
     script:
         "../workflow_scripts/scan_model.py"

@@ -1,7 +1,8 @@
 # Stage 4: selection of the best (seed, epoch) after each training stage on the
-# validation split: 3dgan by the sampling-fraction error (paper 000 Sec. V-F2),
-# the ATLAS models by the cell covariance distance (paper 001); selected.pt is
-# the stage's output.
+# validation split, by the model's selection score (calofast.selection.select.SCORES:
+# 3dgan the sampling-fraction error, paper 000 Sec. V-F2; the ATLAS models the per-energy
+# layer/response errors or the paper's cell covariance distance); selected.pt is the
+# stage's output. It generates showers, so it runs on the model's GPU when it has one.
 
 
 rule select_epoch:
@@ -19,6 +20,7 @@ rule select_epoch:
         "../envs/calofast.yaml"
     threads: 2
     resources:
+        gpu=lambda wildcards: min(1, model_resources(wildcards)["gpus"]),
         mem_mb=4000,
         runtime=120,
     params:

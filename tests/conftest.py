@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from calofast.datasets import simulate_dataset
+from calofast.data.datasets import simulate_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,8 +1,8 @@
 """Snakemake adapter: time Geant4 on the dataset's geometry (optional geant4 extra)."""
 
-from calofast.benchmark import write_json, write_table
-from calofast.geant4_baseline import benchmark_geant4
-from calofast.logs import job_log
+from calofast.benchmark.geant4 import benchmark_geant4
+from calofast.benchmark.timing import write_json, write_table
+from calofast.util.logs import job_log
 
 COLUMNS = ["energy", "n_showers", "workers", "ms_per_shower", "showers_per_s", "mean_visible_fraction", "label"]
 

@@ -2,8 +2,8 @@
 
 import torch
 
-from calofast.benchmark import run_model_benchmark
-from calofast.logs import job_log
+from calofast.benchmark.timing import run_model_benchmark
+from calofast.util.logs import job_log
 
 with job_log(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)
@@ -12,7 +12,6 @@ with job_log(snakemake.log[0]):
         snakemake.input.transforms,
         snakemake.input.test,
         model=snakemake.wildcards.model,
-        model_type=snakemake.params.model_type,
         settings=snakemake.params.benchmark,
         out_csv=snakemake.output.csv,
         out_json=snakemake.output.json,

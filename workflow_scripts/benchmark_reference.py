@@ -2,8 +2,8 @@
 
 import torch
 
-from calofast.benchmark import BenchmarkConfig, benchmark_reference, write_json, write_table
-from calofast.logs import job_log
+from calofast.benchmark.timing import BenchmarkConfig, benchmark_reference, write_json, write_table
+from calofast.util.logs import job_log
 
 COLUMNS = ["batch_size", "status", "workers", "repeats", "ms_per_shower", "ms_per_shower_min"]
 COLUMNS += ["ms_per_shower_max", "ms_per_shower_iqr", "showers_per_s"]

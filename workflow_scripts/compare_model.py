@@ -1,7 +1,7 @@
 """Snakemake adapter: first comparison figure of a model with its reference test split."""
 
-from calofast.logs import job_log
-from calofast.plotting import plot_comparison
+from calofast.util.logs import job_log
+from calofast.validation.quicklook import plot_comparison
 
 with job_log(snakemake.log[0]):
     out = snakemake.output

@@ -1,8 +1,8 @@
 """Snakemake adapter: convert local or downloaded files to data/{dataset}/showers.h5."""
 
-from calofast.formats import convert_files
-from calofast.logs import job_log
-from calofast.zenodo import manifest_inputs
+from calofast.data.formats import convert_files
+from calofast.data.zenodo import manifest_inputs
+from calofast.util.logs import job_log
 
 with job_log(snakemake.log[0]):
     if "manifest" in snakemake.input.keys():

@@ -1,7 +1,7 @@
 """Snakemake adapter: voxelise ROOT hit trees into data/{dataset}/showers.h5."""
 
-from calofast.logs import job_log
-from calofast.root_source import convert_root
+from calofast.data.root_source import convert_root
+from calofast.util.logs import job_log
 
 with job_log(snakemake.log[0]):
     convert_root(

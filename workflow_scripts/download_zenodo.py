@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from calofast.logs import job_log
-from calofast.zenodo import download_record
+from calofast.data.zenodo import download_record
+from calofast.util.logs import job_log
 
 with job_log(snakemake.log[0]):
     manifest = Path(snakemake.output.manifest)

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from calofast.logs import job_log
+from calofast.util.logs import job_log
 from calofast.validation.energy_table import energy_table
 
 with job_log(snakemake.log[0]):

@@ -2,7 +2,7 @@
 
 import torch
 
-from calofast.logs import job_log
+from calofast.util.logs import job_log
 from calofast.validation.judge import JudgeConfig, judge
 
 with job_log(snakemake.log[0]):

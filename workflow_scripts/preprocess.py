@@ -1,7 +1,7 @@
 """Snakemake adapter: stream a canonical dataset through one preprocessing."""
 
-from calofast.logs import job_log
-from calofast.preprocess import run_preprocessing
+from calofast.data.preprocess import run_preprocessing
+from calofast.util.logs import job_log
 
 with job_log(snakemake.log[0]):
     out = snakemake.output

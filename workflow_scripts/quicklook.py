@@ -1,7 +1,7 @@
 """Snakemake adapter: quick-look figure of one dataset."""
 
-from calofast.logs import job_log
-from calofast.plotting import plot_quicklook
+from calofast.util.logs import job_log
+from calofast.validation.quicklook import plot_quicklook
 
 with job_log(snakemake.log[0]):
     out = snakemake.output

@@ -2,8 +2,8 @@
 
 import torch
 
-from calofast.logs import job_log
-from calofast.scan import score_scan
+from calofast.selection.scan import score_scan
+from calofast.util.logs import job_log
 
 with job_log(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)
@@ -16,7 +16,6 @@ with job_log(snakemake.log[0]):
         points,
         snakemake.input.validation,
         snakemake.input.transforms,
-        snakemake.params.model_type,
         snakemake.output.table,
         snakemake.output.info,
         n_showers=scan.get("n_showers", 2000),

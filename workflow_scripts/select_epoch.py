@@ -2,36 +2,24 @@
 
 import torch
 
-from calofast.atlas_generate import select_checkpoint
-from calofast.generate import select_epoch
-from calofast.logs import job_log
-from calofast.models import ATLAS_TYPES
+from calofast.selection.select import select_epoch
+from calofast.util.logs import job_log
 
 with job_log(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)
-    sel = snakemake.params.selection
+    sel = dict(snakemake.params.selection)
     out = snakemake.output
-    common = dict(last_k=sel["last_k"], n_showers=sel["n_showers"], batch_size=sel["batch_size"], seed=sel["seed"])
-    if sel["model_type"] in ATLAS_TYPES:  # per-energy layer fractions and response, or the covariance (paper 001)
-        select_checkpoint(
-            list(snakemake.input.summaries),
-            snakemake.input.validation,
-            out.selected,
-            out.table,
-            out.info,
-            metric=sel["metric"],
-            tolerances=sel["tolerances"],
-            **common,
-        )
-    else:  # sampling-fraction error (paper 000)
-        select_epoch(
-            list(snakemake.input.summaries),
-            snakemake.input.validation,
-            snakemake.input.transforms,
-            out.selected,
-            out.table,
-            out.info,
-            n_bins=sel["n_bins"],
-            bin_edges_gev=sel["energy_bins_gev"],
-            **common,
-        )
+    select_epoch(
+        list(snakemake.input.summaries),
+        snakemake.input.validation,
+        snakemake.input.transforms,
+        out.selected,
+        out.table,
+        out.info,
+        metric=sel.pop("metric"),
+        last_k=sel.pop("last_k"),
+        n_showers=sel.pop("n_showers"),
+        batch_size=sel.pop("batch_size"),
+        seed=sel.pop("seed"),
+        **sel,  # the scores' settings: n_bins, energy_bins_gev, tolerances
+    )

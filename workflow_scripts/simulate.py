@@ -1,7 +1,7 @@
 """Snakemake adapter: simulate a synthetic dataset into data/{dataset}/showers.h5."""
 
-from calofast.datasets import simulate_dataset
-from calofast.logs import job_log
+from calofast.data.datasets import simulate_dataset
+from calofast.util.logs import job_log
 
 # The guard keeps worker processes (spawned, they re-import this file) from rerunning the job.
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Snakemake adapter: train one stage of a model (in-process, or torchrun for nproc > 1)."""
 
-from calofast.logs import job_log
-from calofast.train import run_stage
+from calofast.training.loop import run_stage
+from calofast.util.logs import job_log
 
 if __name__ == "__main__":  # torchrun / DataLoader workers re-import this file
     with job_log(snakemake.log[0]):

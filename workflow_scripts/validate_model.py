@@ -1,6 +1,6 @@
 """Snakemake adapter: the validation pass of one model (metrics table and figures)."""
 
-from calofast.logs import job_log
+from calofast.util.logs import job_log
 from calofast.validation.engine import ValidationConfig
 from calofast.validation.run import validate
 

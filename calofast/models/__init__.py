@@ -1,23 +1,12 @@
-"""Generative models, registered by type name (config ``models.<name>.type``)."""
+"""Generative model families, registered by type name (config ``models.<name>.type``).
+
+Importing this package registers every family of the project; :func:`get_family`
+returns one by name. See :mod:`calofast.models.family` for the interface.
+"""
 
 from __future__ import annotations
 
-from calofast.models.atlas import AtlasGAN, AtlasGANConfig, AtlasVAE, AtlasVAEConfig
-from calofast.models.gan3d import Gan3D, Gan3DConfig
+from calofast.models import atlas_vae, atlas_wgan, gan3d  # noqa: F401 - each registers its family
+from calofast.models.family import FAMILIES, ModelConfigError, ModelFamily, get_family, register
 
-#: type name -> (model class, config dataclass)
-MODELS = {
-    "3dgan": (Gan3D, Gan3DConfig),
-    "atlas_vae": (AtlasVAE, AtlasVAEConfig),
-    "atlas_wgan": (AtlasGAN, AtlasGANConfig),
-}
-
-#: model types of paper 001 (the 266-cell ATLAS image, MLPs)
-ATLAS_TYPES = ("atlas_vae", "atlas_wgan")
-
-
-def get_model(kind: str):
-    """(model class, config class) of a model type; the error names the known types."""
-    if kind not in MODELS:
-        raise KeyError(f"unknown model type {kind!r}; known types: {sorted(MODELS)}")
-    return MODELS[kind]
+__all__ = ["FAMILIES", "ModelConfigError", "ModelFamily", "get_family", "register"]

@@ -5,20 +5,23 @@ conditions are E_p / 100 GeV and theta [rad].  The generator takes 254 normal
 latent values after the two conditions (256 inputs), the discriminator returns the
 real/fake probability, the E_p / 100 regression and two non-trainable outputs
 computed from the image mapped back from the power transform: the total energy
-E_sum and the measured incidence angle (:func:`calofast.observables.measured_angle`).
+E_sum and the measured incidence angle (:func:`calofast.metrics.observables.measured_angle`).
 Defaults are the paper's (and its reference code's) numbers.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from calofast.observables import measured_angle
+from calofast.metrics.observables import measured_angle
+from calofast.models.family import Batch, ModelConfigError, ModelFamily, StepContext, TrainSettings, frozen, register
 
 
 @dataclass(frozen=True)
@@ -305,3 +308,113 @@ class FastGenerator(nn.Module):
         x = g.bn5(F.relu(g.conv5(_pad(x, 1, 1, 0))))
         x = F.relu(g.conv6(_pad(x, 1, 1, 0)))
         return F.relu(g.conv7(x))[:, 0]
+
+
+# --------------------------------------------------------------------------- the family
+
+
+@dataclass(frozen=True)
+class Gan3DTrain(TrainSettings):
+    """Training settings (paper 000 and its reference code): RMSprop (lr 1e-3, Keras rho 0.9,
+    eps 1e-7), batch 64, 5 % label switching, two generator updates per discriminator step."""
+
+    batch_size: int = 64
+    lr: float = 1e-3
+    rmsprop_alpha: float = 0.9
+    rmsprop_eps: float = 1e-7
+    label_flip: float = 0.05
+    generator_steps: int = 2
+
+
+def _flip(labels: torch.Tensor, p: float) -> torch.Tensor:
+    """Label switching: each label flipped with probability p."""
+    return torch.where(torch.rand_like(labels) < p, 1.0 - labels, labels)
+
+
+@register
+class Gan3DFamily(ModelFamily):
+    """3DGAN: per step the discriminator on a real and a generated batch, then
+    ``generator_steps`` generator updates with the discriminator frozen."""
+
+    name: ClassVar[str] = "3dgan"
+    paper: ClassVar[str] = "000"
+    architecture: ClassVar[type] = Gan3DConfig
+    training: ClassVar[type] = Gan3DTrain
+    geometries: ClassVar[tuple[str, ...]] = ("lcd_ecal",)
+    condition_columns: ClassVar[dict[str, float | None]] = {"theta": math.pi / 2}
+    selection_scores: ClassVar[tuple[str, ...]] = ("sampling_fraction",)
+    condition_sources: ClassVar[tuple[str, ...]] = ("test", "grid")
+    default_micro_batch: ClassVar[int | None] = 8  # oneDNN's 3D convolutions (generation.micro_batch)
+    train_threads: ClassVar[int] = 2
+    supports_ddp: ClassVar[bool] = True
+
+    def check_config(self, arch: Gan3DConfig, stages: list[tuple[str, dict[str, Any]]], generation) -> None:
+        """Unpooled 51x51x25 images whose last transform is x^power (the discriminator undoes it)."""
+        for where, prep in stages:
+            if prep.get("pool"):
+                raise ModelConfigError(f"{where}.preprocessing: 3dgan needs unpooled 51x51x25 showers")
+            transforms = prep.get("transforms") or []
+            last = transforms[-1] if transforms else {}
+            if last.get("name") != "power" or not math.isclose(last.get("exponent", 0), arch.power):
+                raise ModelConfigError(
+                    f"{where}.preprocessing: 3dgan's discriminator undoes x^{arch.power} to compute E_sum, so the "
+                    f"last transform of {prep['name']!r} must be {{name: power, exponent: {arch.power}}}"
+                )
+
+    def build(self, arch: Gan3DConfig) -> Gan3D:
+        return Gan3D(arch)
+
+    def optimizers(self, model: Gan3D, train: Gan3DTrain, lr: float) -> dict[str, torch.optim.Optimizer]:
+        kw = {"lr": lr, "alpha": train.rmsprop_alpha, "eps": train.rmsprop_eps}
+        return {
+            "generator": torch.optim.RMSprop(model.generator.parameters(), **kw),
+            "discriminator": torch.optim.RMSprop(model.discriminator.parameters(), **kw),
+        }
+
+    def ddp_modules(self, model: Gan3D) -> dict[str, nn.Module]:
+        return {"generator": model.generator, "discriminator": model.discriminator}
+
+    def train_step(self, ctx: StepContext, batches: list[Batch]) -> dict[str, torch.Tensor]:
+        (b,) = batches
+        cfg, train, dev = ctx.model.cfg, ctx.train, ctx.device
+        gen, disc = ctx.nets["generator"], ctx.nets["discriminator"]
+        x, e_gev, theta, n = b.x, b.energy_gev, b.columns["theta"], len(b)
+        cond_e = e_gev / cfg.energy_scale_gev
+        ecal = torch.clamp(x, min=0).pow(1.0 / cfg.power).sum(dim=(1, 2, 3))
+        # discriminator: a real batch, then a generated batch of the same conditions
+        with ctx.autocast():
+            d_real = losses(disc(x), _flip(torch.ones(n, device=dev), train.label_flip), cond_e, theta, ecal, cfg)
+        ctx.check(d_real, "d_real")
+        ctx.step("discriminator", d_real["total"])
+        with torch.no_grad(), ctx.autocast():
+            fake = gen(generator_input(torch.randn(n, cfg.latent_dim, device=dev), e_gev, theta, cfg))
+        with ctx.autocast():
+            label = _flip(torch.zeros(n, device=dev), train.label_flip)
+            d_fake = losses(disc(fake.float()), label, cond_e, theta, ecal, cfg)
+        ctx.check(d_fake, "d_fake")
+        ctx.step("discriminator", d_fake["total"])
+        # generator: generator_steps updates, the discriminator frozen (its unwrapped module)
+        g_terms = []
+        with frozen(ctx.model.discriminator):
+            for _ in range(train.generator_steps):
+                noise = torch.randn(n, cfg.latent_dim, device=dev)
+                with ctx.autocast():
+                    out = ctx.model.discriminator(gen(generator_input(noise, e_gev, theta, cfg)).float())
+                    g = losses(out, torch.ones(n, device=dev), cond_e, theta, ecal, cfg)
+                ctx.check(g, "g")
+                ctx.step("generator", g["total"])
+                g_terms.append(g)
+        record = {f"d_real_{k}": v for k, v in d_real.items()} | {f"d_fake_{k}": v for k, v in d_fake.items()}
+        for k in g_terms[0]:
+            record[f"g_{k}"] = sum(t[k] for t in g_terms) / len(g_terms)
+        return record
+
+    def network_input(self, model: Gan3D, noise: torch.Tensor, conditions: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[E_p / 100 GeV, theta, noise] (the reference order)."""
+        return generator_input(noise, conditions["energy_gev"], conditions["theta"], model.cfg)
+
+    def generation_network(self, model: Gan3D) -> nn.Module:
+        return model.generator
+
+    def fast_network(self, model: Gan3D) -> nn.Module:
+        return FastGenerator(model.generator)

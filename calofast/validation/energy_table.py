@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from calofast import io
+from calofast.data import io
+from calofast.data.provenance import provenance
 from calofast.geometry import file_geometry, get_geometry
-from calofast.provenance import provenance
-from calofast.selection import Tolerances, energy_groups, energy_summary, layer_response_errors
+from calofast.metrics.distances import Tolerances, energy_groups, energy_summary, layer_response_errors
+from calofast.util.files import atomic_path, write_json
 from calofast.validation.run import iter_showers
 
 #: geometries with more layers than this get no per-layer table (a 25-layer table is not read)
@@ -100,15 +101,13 @@ def energy_table(
         if sample != "reference":
             models[sample] = layer_response_errors(samples["reference"], summ, 1e-3, tol)
     columns = list(dict.fromkeys(k for row in rows for k in row))
-    tmp = Path(out_csv).with_name(f".{Path(out_csv).name}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(out_csv) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(columns)
         for row in rows:
             w.writerow(
                 ["" if row.get(c) is None else (_fmt(row[c]) if isinstance(row[c], float) else row[c]) for c in columns]
             )
-    os.replace(tmp, out_csv)
     result = {
         "layers": names,
         "tolerances": asdict(tol),
@@ -116,9 +115,7 @@ def energy_table(
         "rows": rows,
         "provenance": provenance(config or {}, inputs=[reference, *generated.values()], repo=repo),
     }
-    tmp = Path(out_json).with_name(f".{Path(out_json).name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out_json)
+    write_json(out_json, result)
     if figures_dir is not None:
         from calofast.validation.plots import energy_table_figure
 

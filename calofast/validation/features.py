@@ -12,9 +12,9 @@ import math
 
 import numpy as np
 
-from calofast.calochallenge import CaloChallengeGeometry
 from calofast.geometry import AtlasEMBarrel, Geometry, GridCalorimeter
-from calofast.observables import measured_angle_np
+from calofast.geometry.calochallenge import CaloChallengeGeometry
+from calofast.metrics.observables import measured_angle_np
 
 
 def moments(proj: np.ndarray, total: np.ndarray, order: int = 4) -> np.ndarray:

@@ -13,9 +13,7 @@
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,9 +23,11 @@ import torch
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.metrics import roc_auc_score, roc_curve
 from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.preprocessing import StandardScaler
 
-from calofast import io
+from calofast.data import io
 from calofast.geometry import Geometry, GridCalorimeter, file_geometry
+from calofast.util.files import save_figure, write_json
 from calofast.validation.features import shower_features
 from calofast.validation.run import iter_showers
 
@@ -142,7 +142,7 @@ class _Net(torch.nn.Module):
 
 
 class _Standardise:
-    """Per-input standardisation fitted on training rows.
+    """Per-input standardisation fitted on training rows (scikit-learn's StandardScaler).
 
     Inputs that are constant in more than 99 % of the training rows (voxels that
     are almost always empty) are dropped: their tiny spread would blow a rare
@@ -151,15 +151,15 @@ class _Standardise:
     """
 
     def __init__(self, x: np.ndarray, clip: float = 5.0) -> None:
-        self.mu = x.mean(axis=0)
         self.keep = (x != x[0]).mean(axis=0) > 0.01
         self.keep[-1] = True  # log E_p
-        self.sd = np.where(self.keep, x.std(axis=0), 1.0) + 1e-12
+        self.scaler = StandardScaler().fit(x[:, self.keep])
         self.clip = clip
 
     def __call__(self, x: np.ndarray) -> torch.Tensor:
-        z = np.clip((x - self.mu) / self.sd, -self.clip, self.clip) * self.keep
-        return torch.from_numpy(z.astype(np.float32))
+        z = np.zeros(x.shape, dtype=np.float32)  # dropped inputs stay 0 (the net's width is fixed)
+        z[:, self.keep] = np.clip(self.scaler.transform(x[:, self.keep]), -self.clip, self.clip)
+        return torch.from_numpy(z)
 
 
 def _fit_net(x: np.ndarray, y: np.ndarray, cfg: JudgeConfig, seed: int) -> tuple[_Net, _Standardise]:
@@ -306,9 +306,7 @@ def judge(
         "energy_regressor": {k: {kk: vv for kk, vv in v.items() if not kk.endswith("_gev")} for k, v in reg.items()},
         "interpretation": "AUC 0.5: the judge cannot tell generated from reference showers; 1.0: always can.",
     }
-    tmp = Path(out_json).with_name(f".{Path(out_json).name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out_json)
+    write_json(out_json, result)
     if out_png is not None:
         _figure(hlf, vox, reg, model, Path(out_png))
     log.info(
@@ -359,8 +357,5 @@ def _figure(hlf, vox, reg, model: str, out_png: Path) -> None:
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
     for ext in ("png", "pdf"):
-        path = out_png.with_suffix(f".{ext}")
-        tmp = path.with_name(f".{path.name}.tmp.{ext}")
-        fig.savefig(tmp, dpi=90, metadata={"CreationDate": None} if ext == "pdf" else None)
-        os.replace(tmp, path)
+        save_figure(fig, out_png.with_suffix(f".{ext}"), dpi=90)
     plt.close(fig)

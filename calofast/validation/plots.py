@@ -4,7 +4,6 @@ Every figure is written as PNG and PDF; empty bins are left out and counted in t
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import mplhep as hep  # noqa: E402
 import numpy as np  # noqa: E402
 
+from calofast.util.files import save_figure
 from calofast.validation.engine import SampleStats, merge  # noqa: E402
 from calofast.validation.features import atlas_delta_bins, geometry_kind, log_bins  # noqa: E402
 
@@ -37,10 +37,7 @@ def _logx(ax) -> None:
 def _save(fig, out_dir: Path, name: str) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for ext in ("png", "pdf"):
-        path = out_dir / f"{name}.{ext}"
-        tmp = path.with_name(f".{path.name}.tmp.{ext}")
-        fig.savefig(tmp, dpi=90, metadata={"CreationDate": None} if ext == "pdf" else None)
-        os.replace(tmp, path)
+        save_figure(fig, out_dir / f"{name}.{ext}", dpi=90)
     plt.close(fig)
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Iterator
@@ -15,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from calofast import io
+from calofast.data import io
+from calofast.data.preprocess import Pipeline
+from calofast.data.provenance import provenance
 from calofast.geometry import file_geometry
-from calofast.preprocess import Pipeline
-from calofast.provenance import provenance
+from calofast.util.files import atomic_path, write_json
 from calofast.validation.engine import SampleStats, ValidationConfig, compare, make_binning, summary_score
 
 log = logging.getLogger(__name__)
@@ -147,9 +147,7 @@ def validate(
         "rows": rows,
         "provenance": provenance({"validation": cfg.__dict__, "model": model}, seed=cfg.seed, repo=repo),
     }
-    tmp = Path(out_json).with_name(f".{Path(out_json).name}.tmp")
-    tmp.write_text(json.dumps(_clean(result), indent=1) + "\n")
-    os.replace(tmp, out_json)
+    write_json(out_json, result, indent=1)
     if figures_dir is not None:
         from calofast.validation.plots import make_figures
 
@@ -160,24 +158,9 @@ def validate(
     return result
 
 
-def _clean(x: Any) -> Any:
-    """JSON-safe: NaN/inf -> null, numpy scalars -> Python."""
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
 def write_table(rows: list[dict[str, Any]], path: str | os.PathLike) -> None:
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
         w.writeheader()
         for r in rows:
             w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in COLUMNS})
-    os.replace(tmp, path)

@@ -15,7 +15,7 @@ import h5py
 import pytest
 import yaml
 
-from calofast import io
+from calofast.data import io
 from tests.fakes.inputs import write_calochallenge
 from tests.fakes.zenodo_server import FakeZenodo
 

@@ -17,9 +17,10 @@ import pytest
 import torch
 import yaml
 
-from calofast import io
-from calofast.benchmark import CSV_COLUMNS
-from calofast.datasets import simulate_dataset
+from calofast.benchmark.timing import CSV_COLUMNS
+from calofast.data import io
+from calofast.data.datasets import simulate_dataset
+from calofast.data.provenance import sha256_file
 from tests.fakes.inputs import ILD_LAYER_EDGES, ild_hits, write_calochallenge, write_root
 from tests.fakes.zenodo_server import FakeZenodo
 
@@ -157,10 +158,15 @@ def test_default_target_builds_every_stage(finished_run, inputs):
     with h5py.File(inputs["local"]) as ref, h5py.File(workdir / "data/root_ild/showers.h5") as f:
         np.testing.assert_allclose(f["showers"][:], ref["showers"][:10], rtol=1e-5, atol=1e-6)
     # the 3DGAN stages, their selections, the generated showers and the comparison
-    for stage in ("s1", "s2"):
-        info = json.loads((workdir / f"results/lcd_ele/gan_tiny/stage-{stage}/selection.json").read_text())
-        assert info["selected_epoch"] in (1, 2)
-        assert (workdir / f"results/lcd_ele/gan_tiny/stage-{stage}/selected.pt").exists()
+    for stage, epochs in (("s1", [1]), ("s2", [1, 2])):
+        base = workdir / f"results/lcd_ele/gan_tiny/stage-{stage}"
+        info = json.loads((base / "selection.json").read_text())
+        table = pd.read_csv(base / "selection.csv")
+        assert list(table["epoch"]) == epochs and table["selected"].sum() == 1
+        best = table.loc[table["score"].idxmin()]  # the lowest sampling-fraction error is kept
+        assert best["selected"] == 1 and info["selected_epoch"] == best["epoch"]
+        chosen = base / f"seed-1/checkpoints/epoch-{int(best['epoch']):04d}.pt"
+        assert sha256_file(base / "selected.pt") == sha256_file(chosen) == info["checkpoint_sha256"]
     with h5py.File(workdir / "results/lcd_ele/gan_tiny/generated.h5") as f:
         attrs = io.check_canonical(f, "generated", "lcd_ecal")
         assert f["showers"].shape == (10, 51, 51, 25)
@@ -175,7 +181,12 @@ def test_default_target_builds_every_stage(finished_run, inputs):
     figures = {p.stem for p in (val / "figures").glob("*.png")}
     assert {"profiles_log", "sampling_fraction", "moments_x", "ssim", "ks_distances"} <= figures
     judged = json.loads((val / "judge.json").read_text())
-    assert judged["folds"] == 2 and 0.0 <= judged["classifier_hlf"]["auc"] <= 1.0
+    # at most 10 showers per class (the smaller sample) in 2 folds: the AUC is the folds' mean
+    with h5py.File(workdir / "results/lcd_ele/preprocessed/lcd_2_500/test.h5") as f:
+        assert judged["folds"] == 2 and judged["n_per_class"] == min(10, f["x"].shape[0])
+    for name in ("classifier_hlf", "classifier_voxels"):
+        folds = judged[name]["fold_aucs"]
+        assert len(folds) == 2 and judged[name]["auc"] == pytest.approx(np.mean(folds))
     assert (val / "judge.png").exists()
     # the speed benchmark: every variant and batch size, the reference simulator beside it
     bench = workdir / "results/lcd_ele/gan_tiny/benchmark"
@@ -183,15 +194,24 @@ def test_default_target_builds_every_stage(finished_run, inputs):
     assert list(timing.columns) == CSV_COLUMNS
     ok = timing[timing["status"] == "ok"]
     assert set(ok["variant"]) == {"plain_fp32", "fast_fp32", "fast_bf16"} and set(ok["batch_size"]) == {1, 3}
-    assert (ok["ms_per_shower"] > 0).all() and (ok["gflop_per_shower"] > 0).all()
-    assert (ok["speedup_vs_reference"] > 0).all() and np.isfinite(ok["output_difference"]).all()
+    np.testing.assert_allclose(ok["ms_per_shower"] * ok["showers_per_s"], 1000.0, rtol=1e-4)
+    assert (ok["ms_per_shower_min"] <= ok["ms_per_shower"]).all() and (
+        ok["ms_per_shower"] <= ok["ms_per_shower_max"]
+    ).all()
+    # the FLOP count: the fast rewrite needs fewer than the plain network
+    flops = ok.groupby("variant")["gflop_per_shower"].first()
+    assert flops["fast_fp32"] < flops["plain_fp32"]
     assert ok[ok["precision"] == "fp32"]["within_tolerance"].all()  # the exact rewrite
     info = json.loads((bench / "timing.json").read_text())
-    assert info["hardware"]["cpu"] and info["reference_ms_per_shower"] > 0
+    np.testing.assert_allclose(
+        ok["speedup_vs_reference"], info["reference_ms_per_shower"] / ok["ms_per_shower"], rtol=1e-4
+    )
+    assert np.isfinite(ok["output_difference"]).all() and info["hardware"]["cpu"]
     assert {"provenance", "matmul_probe_gflops", "flops_per_shower", "targets"} <= set(info)
     assert (bench / "timing.png").exists() and (bench / "timing.pdf").exists()
     ref = json.loads((workdir / "results/lcd_ele/benchmark/reference_simulator.json").read_text())
-    assert ref["ms_per_shower"] > 0 and ref["workers"] >= 1
+    ref_ok = [r for r in ref["rows"] if r["status"] == "ok"]
+    assert ref["ms_per_shower"] == min(r["ms_per_shower"] for r in ref_ok) == info["reference_ms_per_shower"]
     # the ATLAS VAE (with its scan) and WGAN-GP (two seeds) through every stage
     atlas = workdir / "results/atlas_photon"
     for seed in (1, 2):
@@ -221,8 +241,12 @@ def test_default_target_builds_every_stage(finished_run, inputs):
     for model in ("vae_tiny", "wgan_tiny"):
         with h5py.File(atlas / model / "generated.h5") as f:
             attrs = io.check_canonical(f, "generated", "atlas_em_barrel")
-            assert f["showers"].shape == (min(18, n_test), 266) and {"eta", "phi", "alignment"} <= set(f)
-            np.testing.assert_array_equal(f["eta"][:], test_eta[: min(18, n_test)])  # the test split's conditions
+            # 18 showers for the test split's conditions, resampled (seeded) when the split has fewer
+            assert f["showers"].shape == (18, 266) and {"eta", "phi", "alignment"} <= set(f)
+            if n_test >= 18:
+                np.testing.assert_array_equal(f["eta"][:], test_eta[:18])
+            else:
+                assert set(f["eta"][:]) <= set(test_eta) and len(set(f["eta"][:])) > 1
             assert attrs["provenance"]["model_type"] == model.replace("_tiny", "").replace("vae", "atlas_vae").replace(
                 "wgan", "atlas_wgan"
             )
@@ -389,7 +413,8 @@ def test_slurm_profile_dry_run(repo_root, inputs, tmp_path):
     write_config(tmp_path, inputs)
     proc = snakemake(repo_root, tmp_path, "-n", "--workflow-profile", str(repo_root / "profiles" / "slurm"))
     out = proc.stdout + proc.stderr
-    assert "slurm_partition=cpu" in out
+    # the profile's resources; the partition is left to the plugin's selection (partitions.yaml)
+    assert "runtime=60" in out and "slurm_partition" not in out
     assert re.search(r"simulate_synthetic\s+3", out)
     assert re.search(r"download_zenodo\s+1", out)
 

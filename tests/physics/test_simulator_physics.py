@@ -11,9 +11,9 @@ import math
 import numpy as np
 import pytest
 
-from calofast import gflash
 from calofast.geometry import get_geometry
-from calofast.simulator import simulate
+from calofast.simulation import gflash
+from calofast.simulation.simulator import simulate
 
 
 def _showers(name, e_gev, n, particle="electron", seed=0, theta_deg=90.0, **kw):

@@ -4,24 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from calofast.models.atlas import (
-    ATLAS_LAYER_SIZES,
-    AtlasGAN,
-    AtlasGANConfig,
-    AtlasVAE,
-    AtlasVAEConfig,
-    condition_vector,
-    critic_loss,
-    generator_loss,
-    gradient_penalty,
-    kl_divergence,
-    kl_weight,
-    layer_fractions,
-    n_conditions,
-    vae_losses,
-)
-from calofast.preprocess import alignment_from_multihot, alignment_multihot
-from calofast.selection import CovarianceAccumulator, covariance, covariance_distance, layer_ks_distance
+from calofast.data.preprocess import alignment_from_multihot, alignment_multihot
+from calofast.metrics.distances import CovarianceAccumulator, covariance, covariance_distance, layer_ks_distance
+from calofast.models.atlas_vae import AtlasVAE, AtlasVAEConfig, kl_divergence, kl_weight, vae_losses
+from calofast.models.atlas_wgan import AtlasGAN, AtlasGANConfig, critic_loss, generator_loss, gradient_penalty
+from calofast.models.layers import ATLAS_LAYER_SIZES, condition_vector, layer_fractions, n_conditions
 
 
 def _conditions(n, conditions):
@@ -230,7 +217,7 @@ def _showers_with(fracs_by_energy, n=400, seed=0, response=1.0, resolution=0.02)
 
 
 def test_energy_groups_discrete_continuous_and_foreign_energies():
-    from calofast.selection import energy_groups
+    from calofast.metrics.distances import energy_groups
 
     labels, centres = energy_groups(np.array([4.0, 1.0, 4.0, 16.0]))
     assert labels.tolist() == [1, 0, 1, 2] and centres.tolist() == [1.0, 4.0, 16.0]
@@ -244,7 +231,7 @@ def test_energy_groups_discrete_continuous_and_foreign_energies():
 
 
 def test_energy_summary_on_constructed_showers():
-    from calofast.selection import energy_summary
+    from calofast.metrics.distances import energy_summary
 
     e, layers = _showers_with({8.0: [1, 30, 68, 1], 64.0: [0.5, 18, 80.5, 1]}, n=4000, resolution=0.05)
     summ = energy_summary(e, layers)
@@ -258,7 +245,7 @@ def test_energy_summary_on_constructed_showers():
 
 
 def test_layer_response_errors_name_the_worst_term_against_its_tolerance():
-    from calofast.selection import Tolerances, energy_summary, layer_response_errors
+    from calofast.metrics.distances import Tolerances, energy_summary, layer_response_errors
 
     fr = {2.0: [10, 45, 44, 1], 16.0: [2, 27, 70, 1], 64.0: [0.5, 18, 80.5, 1]}
     ref = energy_summary(*_showers_with(fr, seed=1))
@@ -404,7 +391,7 @@ def test_critic_reads_the_layer_energies_when_asked():
 
 
 def test_softmax_total_output_sums_to_the_generated_total():
-    from calofast.models.atlas import SoftmaxTotal
+    from calofast.models.atlas_wgan import SoftmaxTotal
 
     h = torch.randn(5, 267, generator=torch.Generator().manual_seed(0))
     cells = SoftmaxTotal()(h)

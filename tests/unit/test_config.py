@@ -201,7 +201,11 @@ def test_model_defaults(make_config):
         (lambda m: m.update(train={"batchsize": 8}), WorkflowError, r"'batchsize' was unexpected"),
         (lambda m: m.update(architecture={"latent_dim": "big"}), WorkflowError, r"'big' is not of type 'integer'"),
         (lambda m: m.update(dataset="nope"), ConfigError, r"models\.g\.dataset: unknown dataset 'nope'"),
-        (lambda m: m.update(dataset="atlas_photon"), ConfigError, r"3dgan generates 51x51x25 LCD images"),
+        (
+            lambda m: m.update(dataset="atlas_photon"),
+            ConfigError,
+            r"models\.g: 3dgan generates showers of geometry \['lcd_ecal'\]; dataset 'atlas_photon' is atlas_em_barrel",
+        ),
         (lambda m: m["stages"][1].update(preprocessing="zz"), ConfigError, r"stages\[1\]\.preprocessing: unknown"),
         (lambda m: m["stages"][1].update(preprocessing="pa"), ConfigError, r"reads dataset 'atlas_photon'"),
         (lambda m: m["stages"][1].update(name="s1"), ConfigError, r"stage names must be unique"),
@@ -236,7 +240,7 @@ def test_benchmark_schema_matches_its_dataclass(repo_root):
     """Every benchmark key reaches the code with the same default."""
     import dataclasses
 
-    from calofast.benchmark import BenchmarkConfig
+    from calofast.benchmark.timing import BenchmarkConfig
 
     schema = yaml.safe_load((repo_root / "schemas" / "config.schema.yaml").read_text())["properties"]["benchmark"]
     fields = {f.name: f for f in dataclasses.fields(BenchmarkConfig)}
@@ -332,7 +336,17 @@ def test_atlas_models_validate_with_their_own_blocks(make_config):
         (
             _atlas("atlas_vae", selection={"metric": "ks"}),
             WorkflowError,
-            r"'ks' is not one of \['layer_response', 'covariance'\]",
+            r"'ks' is not one of \['sampling_fraction', 'layer_response', 'covariance', None\]",
+        ),
+        (
+            _atlas("atlas_vae", selection={"metric": "sampling_fraction"}),
+            ConfigError,
+            r"models\.m\.selection\.metric: atlas_vae is selected by one of \['layer_response', 'covariance'\], not 'sampling_fraction'",
+        ),
+        (
+            _atlas("atlas_wgan", train={"nproc": 2}),
+            ConfigError,
+            r"models\.m\.train\.nproc: atlas_wgan does not support DDP; use 1",
         ),
         (_atlas("atlas_vae", selection={"tolerances": {"fraction": 2}}), WorkflowError, r"'fraction' was unexpected"),
         (_atlas("atlas_wgan", seeds=[1, 1]), WorkflowError, r"has non-unique elements"),
@@ -343,7 +357,7 @@ def test_atlas_models_validate_with_their_own_blocks(make_config):
                 "stages": [{"name": "a", "preprocessing": "p2", "epochs": 1}],
             },
             ConfigError,
-            r"models\.m: atlas_vae generates the 266-cell ATLAS image; dataset 'lcd_ele' is lcd_ecal",
+            r"models\.m: atlas_vae generates showers of geometry \['atlas_em_barrel'\]; dataset 'lcd_ele' is lcd_ecal",
         ),
         (_atlas("atlas_wgan", "pa_noalign"), ConfigError, r"stages\[0\]\.preprocessing: atlas_wgan is conditioned on "),
         (

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from calofast import io
-from calofast.datasets import RNG_BLOCK, sample_conditions, simulate_dataset
-from calofast.provenance import sha256_file
+from calofast.data import io
+from calofast.data.datasets import RNG_BLOCK, sample_conditions, simulate_dataset
+from calofast.data.provenance import sha256_file
 
 
 def test_same_config_and_seed_give_identical_files(dataset_cfg, tmp_path):

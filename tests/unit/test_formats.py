@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from calofast import calochallenge, io
-from calofast.formats import convert_files
-from calofast.geometry import file_geometry
-from calofast.provenance import sha256_file
+from calofast.data import io
+from calofast.data.export import export
+from calofast.data.formats import convert_files
+from calofast.data.provenance import sha256_file
+from calofast.geometry import calochallenge, file_geometry
 from tests.fakes.inputs import write_calochallenge
 
 RNG = np.random.default_rng(4)
@@ -247,7 +248,7 @@ def test_calochallenge_import_and_export_round_trip(dataset_cfg, cc_files, tmp_p
         attrs = io.check_canonical(f, out, "calochallenge")
         assert file_geometry(attrs).cell_shape == (16,)
         assert attrs["binning"][1] == {"id": 1, "r_edges": [0, 2, 5, 10], "n_alpha": 4}
-    exported = calochallenge.export(out, tmp_path / "export" / "dataset_toy.hdf5")
+    exported = export(out, tmp_path / "export" / "dataset_toy.hdf5")
     with h5py.File(src) as a, h5py.File(exported) as b:
         assert set(b) == {"incident_energies", "showers"}
         assert_array_equal(a["showers"][:], b["showers"][:])
@@ -263,7 +264,7 @@ def test_calochallenge_voxel_mismatch_and_export_refusal(dataset_cfg, cc_files, 
     with pytest.raises(io.DataFormatError, match=r"has shape \(4, 15\); .* the binning XML defines 16 voxels"):
         convert_files(_cc_ds(dataset_cfg, xml), [src], tmp_path / "c.h5", progress=False)
     with pytest.raises(calochallenge.BinningError, match="only datasets with geometry calochallenge"):
-        calochallenge.export(shower_files["lcd_ele"], tmp_path / "x.hdf5")
+        export(shower_files["lcd_ele"], tmp_path / "x.hdf5")
     assert not (tmp_path / "x.hdf5").exists()
 
 

@@ -4,9 +4,9 @@ from dataclasses import replace
 import numpy as np
 from numpy.testing import assert_allclose
 
-from calofast import gflash
 from calofast.geometry import get_geometry
-from calofast.materials import Slab, effective_medium
+from calofast.geometry.materials import Slab, effective_medium
+from calofast.simulation import gflash
 
 
 def _homogeneous(material="W"):

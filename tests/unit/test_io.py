@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 
-from calofast import io
+from calofast.data import io
 
 
 def _write(path, n=10, shape=(4, 3)):

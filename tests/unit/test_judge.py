@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from calofast.datasets import simulate_dataset
+from calofast.data.datasets import simulate_dataset
 from calofast.validation.judge import JudgeConfig, judge, pool_factors
 
 CFG = JudgeConfig(folds=5, max_showers=1500, gbdt_max_iter=100, net_epochs=20)

@@ -3,7 +3,7 @@ import math
 import pytest
 from numpy.testing import assert_allclose
 
-from calofast.materials import MATERIALS, Slab, effective_medium, get_material
+from calofast.geometry.materials import MATERIALS, Slab, effective_medium, get_material
 
 
 def test_single_material_reproduces_pdg_moliere_radius():

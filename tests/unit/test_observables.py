@@ -6,8 +6,14 @@ import torch
 from numpy.testing import assert_allclose
 
 from calofast.geometry import get_geometry
-from calofast.observables import EMPTY_ANGLE, energy_bins, measured_angle, measured_angle_np, sampling_fraction_score
-from calofast.simulator import simulate
+from calofast.metrics.observables import (
+    EMPTY_ANGLE,
+    energy_bins,
+    measured_angle,
+    measured_angle_np,
+    sampling_fraction_score,
+)
+from calofast.simulation.simulator import simulate
 
 
 def _line_shower(theta_deg, nx=51, ny=51, nz=25):

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from calofast import io
-from calofast.preprocess import (
+from calofast.data import io
+from calofast.data.preprocess import (
     Log10,
     NormalizeIncident,
     Pipeline,

@@ -1,7 +1,7 @@
 import hashlib
 import re
 
-from calofast.provenance import git_commit, library_versions, provenance, sha256_file
+from calofast.data.provenance import git_commit, library_versions, provenance, sha256_file
 
 
 def test_versions_and_checksums(tmp_path):
@@ -16,7 +16,24 @@ def test_versions_and_checksums(tmp_path):
     assert "time" not in str(rec).lower()  # no time stamps: files stay reproducible
 
 
-def test_git_commit_outside_a_checkout(tmp_path):
+def test_git_commit_outside_a_checkout_and_in_one(tmp_path):
+    import shutil
+    import subprocess
+
+    import pytest
+
     assert git_commit(tmp_path) == "unknown"
-    here = git_commit()
-    assert here == "unknown" or re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", here)
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    env = ["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / "a.txt").write_text("one")
+    subprocess.run(["git", "-C", str(repo), "add", "a.txt"], check=True)
+    subprocess.run(["git", "-C", str(repo), *env, "commit", "-q", "-m", "x"], check=True)
+    sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert re.fullmatch(r"[0-9a-f]{40}", sha) and git_commit(repo) == sha
+    assert git_commit(repo / "a.txt") == sha  # a file: its checkout
+    (repo / "a.txt").write_text("two")
+    assert git_commit(repo) == sha + "+dirty"

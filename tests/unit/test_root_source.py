@@ -3,9 +3,9 @@ import h5py
 import pytest
 from numpy.testing import assert_allclose
 
-from calofast import io
+from calofast.data import io
+from calofast.data.root_source import convert_root, layer_edges
 from calofast.geometry import get_geometry
-from calofast.root_source import convert_root, layer_edges
 from tests.fakes.inputs import ILD_LAYER_EDGES, ild_hits, write_root
 
 EDGES = ILD_LAYER_EDGES

@@ -5,7 +5,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 from calofast.geometry import get_geometry
-from calofast.simulator import simulate
+from calofast.simulation.simulator import simulate
 
 
 def _run(name, e_gev, n, seed=0, particle="electron", angles=None):

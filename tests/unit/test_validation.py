@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from calofast import io
+from calofast.data import io
 from calofast.geometry import get_geometry
 from calofast.validation.engine import (
     SampleStats,
@@ -241,7 +241,7 @@ def _canonical_copy(src, dst, scale=1.0, step=1):
 
 
 def test_validate_end_to_end_and_bad_inputs(shower_files, tmp_path):
-    from calofast.preprocess import run_preprocessing
+    from calofast.data.preprocess import run_preprocessing
 
     outs = {s: tmp_path / f"{s}.h5" for s in ("train", "validation", "test")}
     split = {"train": 0.0, "validation": 0.0, "test": 1.0, "seed": 1}
@@ -316,7 +316,7 @@ def test_atlas_validation_adds_paper_001_observables(shower_files, tmp_path):
 
 
 def test_covariance_accumulators_merge_exactly():
-    from calofast.selection import CovarianceAccumulator
+    from calofast.metrics.distances import CovarianceAccumulator
 
     rng = np.random.default_rng(3)
     a, b = rng.normal(2.0, 1.0, (50, 6)), rng.normal(-1.0, 3.0, (70, 6))

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from calofast import zenodo
+from calofast.data import zenodo
 from tests.fakes.zenodo_server import FakeZenodo
 
 DATA = {f"EleEscan_RandomAngle_{i}.h5": bytes(range(256)) * (4000 + 500 * i) for i in range(1, 4)}
@@ -102,3 +102,19 @@ def test_listing_formats():
     assert f.url == "http://mirror/api/records/7/files/a.h5/content" and f.md5 == "abc"
     with pytest.raises(zenodo.DownloadError, match="has no md5"):
         zenodo.record_files({"id": 7, "files": [{"key": "a", "size": 1, "checksum": "sha256:00"}]})
+
+
+def test_rate_limits_and_server_errors_are_retried_by_urllib3(fake, tmp_path):
+    """The session's urllib3 Retry: 503 answers are retried (each one a request the server
+    saw), and a server that keeps failing is given up after retries + 1 attempts."""
+    key = "EleEscan_RandomAngle_1.h5"
+    fake.fail[key] = 3
+    remote = next(f for f in zenodo.record_files(fake.listing("3603086")) if f.key == key)
+    n = len(fake.requests)
+    zenodo.download(remote, tmp_path / key, retries=3, progress=False)
+    assert len([p for p, _ in fake.requests[n:] if p.endswith(key + "/content")]) == 4
+    fake.fail[key] = 10
+    with pytest.raises(zenodo.DownloadError, match=r"giving up after 3 attempts: HTTP 503"):
+        zenodo.download(remote, tmp_path / "b" / key, retries=2, progress=False)
+    assert not (tmp_path / "b" / key).exists()
+    assert fake.fail[key] == 7  # exactly 3 requests, not 3 x 3

@@ -1,0 +1,1 @@
+"""Shower data: the canonical HDF5 layout (:mod:`.io`), datasets and their simulation (:mod:`.datasets`), public formats (:mod:`.formats`), ROOT hit trees (:mod:`.root_source`), Zenodo downloads (:mod:`.zenodo`), preprocessing (:mod:`.preprocess`), CaloChallenge export (:mod:`.export`) and provenance (:mod:`.provenance`)."""

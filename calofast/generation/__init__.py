@@ -1,0 +1,2 @@
+"""Sampling any model family: conditions, networks (plain or optimised), batches, and the
+one writer of generated showers in the canonical layout."""

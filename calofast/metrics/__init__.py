@@ -1,0 +1,1 @@
+"""Physics observables and distances shared by selection and validation: measured angle, energy bins and the sampling-fraction score (:mod:`.observables`); covariance, KS and per-energy layer/response/resolution errors (:mod:`.distances`)."""

@@ -1,0 +1,90 @@
+"""Building blocks shared by model families: the ATLAS condition vector, MLPs with
+Keras-like initialisers, per-layer energy fractions."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+#: Cells per layer of the ATLAS image: presampler 7x3, front 56x3, middle 7x7, back 4x7.
+ATLAS_LAYER_SIZES = (21, 168, 49, 28)
+CONDITIONS = ("energy", "log_energy", "alignment")
+ENERGY_SCALE_GEV = 100.0  # the E_gamma condition is E / 100 GeV (not given in the paper)
+
+
+def condition_vector(
+    energy_gev: torch.Tensor, alignment_multihot: torch.Tensor | None, conditions: tuple[str, ...]
+) -> torch.Tensor:
+    """(N, n_cond) condition vector: E/100 GeV, log10(E/GeV) and/or the 6 alignment bits."""
+    parts = []
+    for name in conditions:
+        if name == "energy":
+            parts.append((energy_gev / ENERGY_SCALE_GEV)[:, None])
+        elif name == "log_energy":
+            parts.append(torch.log10(energy_gev)[:, None])
+        elif name == "alignment":
+            if alignment_multihot is None:
+                raise ValueError(
+                    "the alignment condition needs the multi-hot alignment (preprocessing alignment_encoding: multi_hot)"
+                )
+            parts.append(alignment_multihot.to(energy_gev.dtype))
+        else:
+            raise ValueError(f"unknown condition {name!r}; known: {list(CONDITIONS)}")
+    return torch.cat(parts, dim=1)
+
+
+def n_conditions(conditions: tuple[str, ...]) -> int:
+    return sum(6 if c == "alignment" else 1 for c in conditions)
+
+
+ACTIVATIONS = {"elu": nn.ELU, "relu": nn.ReLU, "selu": nn.SELU, "leaky_relu": lambda: nn.LeakyReLU(0.3)}
+
+
+def mlp(sizes: list[int], activation: str, out_activation: str | None) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        last = i == len(sizes) - 2
+        act = out_activation if last else activation
+        if act == "sigmoid":
+            layers.append(nn.Sigmoid())
+        elif act is not None and act != "linear":
+            layers.append(ACTIVATIONS[act]())
+    return nn.Sequential(*layers)
+
+
+def init_linear(module: nn.Module, kernel: str, bias: str) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            if kernel == "variance_scaling":  # Keras VarianceScaling(1, fan_in, truncated normal)
+                std = (1.0 / m.in_features) ** 0.5 / 0.87962566103423978
+                nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
+            elif kernel == "glorot_normal":
+                nn.init.xavier_normal_(m.weight)
+            else:
+                nn.init.xavier_uniform_(m.weight)
+            if bias == "ones":
+                nn.init.ones_(m.bias)
+            else:
+                nn.init.zeros_(m.bias)
+
+
+def leaky_mlp(sizes: list[int], slope: float, out: nn.Module | None) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(nn.LeakyReLU(slope))
+    if out is not None:
+        layers.append(out)
+    for m in layers:
+        if isinstance(m, nn.Linear):  # Table 2: glorot_uniform kernels (Keras: zero biases)
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+    return nn.Sequential(*layers)
+
+
+def layer_fractions(x: torch.Tensor, layer_sizes: tuple[int, ...], eps: float = 1e-12) -> torch.Tensor:
+    """(N, M) fraction of each shower's energy in each layer."""
+    per_layer = torch.stack([part.sum(dim=1) for part in torch.split(x, list(layer_sizes), dim=1)], dim=1)
+    return per_layer / per_layer.sum(dim=1, keepdim=True).clamp_min(eps)
