@@ -48,9 +48,31 @@ def _geometry_info(name: str) -> tuple[tuple[int, ...] | None, bool, bool]:
     return g.cell_shape, g.has_alignment, len(g.cell_shape) == 3
 
 
+def _non_finite(value: Any, where: str) -> str | None:
+    """The key path of the first NaN or infinite number in a config value (None: all finite)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = ((f"[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for key, item in items:
+        sub = f"{where}{key}" if str(key).startswith("[") else f"{where}.{key}" if where else str(key)
+        found = _non_finite(item, sub)
+        if found:
+            return found
+    return None
+
+
 def check_config(config: dict[str, Any]) -> None:
-    """Cross-key checks: sources vs geometry, angles, energy ranges, pooling, splits."""
+    """Cross-key checks: finite numbers, sources vs geometry, angles, energy ranges, pooling, splits."""
     from calofast.data.formats import get_adapter
+
+    bad = _non_finite(config, "")
+    if bad:
+        raise ConfigError(f"{bad}: not a finite number (NaN and infinities are not allowed)")
 
     datasets = config["datasets"]
     for name, ds in datasets.items():

@@ -348,6 +348,7 @@ def benchmark_inputs(wildcards):
 
 GEANT4_GEOMETRIES = (
     "lcd_ecal",
+    "lcd_ecal_25",
     "ild_siw_ecal",
 )  # calofast.benchmark.geant4 builds grid geometries
 REFERENCE_BENCHMARK_KEYS = (

@@ -36,6 +36,19 @@ UNIT_TO_MEV = {"eV": 1e-6, "keV": 1e-3, "MeV": 1.0, "GeV": 1e3, "TeV": 1e6}
 ANGLE_TO_RAD = {"rad": 1.0, "deg": math.pi / 180.0}
 
 
+def unit_to_mev(unit: str | float) -> float:
+    """MeV per stored unit: a unit name (``GeV``) or a number (e.g. 20 for cells stored in
+    GeV x 50, as the 3DGAN LCD files); an unknown name or a non-positive number is an error."""
+    if isinstance(unit, str):
+        if unit not in UNIT_TO_MEV:
+            raise ValueError(f"unknown energy unit {unit!r}; known: {list(UNIT_TO_MEV)} or MeV per stored unit")
+        return UNIT_TO_MEV[unit]
+    value = float(unit)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"energy unit factor {unit!r}: MeV per stored unit must be a positive number")
+    return value
+
+
 def block_rng(seed: int, block: int) -> np.random.Generator:
     """The independent random stream of one block of showers."""
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(int(seed), spawn_key=(int(block),))))

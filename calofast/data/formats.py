@@ -7,11 +7,16 @@ canonical file atomically.  Errors name the file, the dataset and the row.
 Formats and their default units (override with the dataset's ``units`` block):
 
 * ``canonical``: the calofast layout (MeV, rad).
-* ``lcd_3dgan``: the 3DGAN LCD files (Zenodo 3603086 / 3603122): ``ECAL``
-  (N, 51, 51, 25) with the layer last, ``energy`` (N,) or (N, 1), ``theta``.
-  Cells and energy in GeV (the 3DGAN paper quotes cell energies and the hit
-  threshold in GeV; its training code multiplies the cells by 50 only as a
-  network scaling), angles in rad.  Cells x 1000 -> MeV.
+* ``lcd_3dgan``: the 3DGAN variable-angle LCD files (Zenodo 3603086): ``ECAL``
+  (N, 51, 51, 25) with the layer last, ``energy`` (N,) or (N, 1), ``theta``. Cells in
+  GeV x 50 (20 MeV per stored unit): the public 3DGAN analysis code divides ``ECAL`` by
+  ``dscale = 50`` "to convert data to GeV" (so a shower's cells sum to about its energy
+  in GeV, while the physical sampling fraction is ~2 %); energy in GeV, angles in rad.
+* ``lcd_3dgan_fixed_angle``: the 3DGAN fixed-angle LCD files (Zenodo 3603122,
+  ``Ele_FixedAngle.tar.gz``): ``ECAL`` (N, 25, 25, 25), the 51x51 window cropped to the
+  central 25x25 (geometry ``lcd_ecal_25``), cells in GeV; the incident energy in GeV is
+  column 1 of ``target`` (N, 2) (public 3DGAN training code: ``f.get('target')[:, 1]``), or
+  ``energy`` where a file has it; ``HCAL`` is not read; normal incidence.
 * ``ild_getting_high``: the ILD photon files of the Getting-High work
   (Zenodo 3826103): group ``30x30`` with ``energy`` (N, 1) in GeV and
   ``layers`` (N, 30, 30, 30) in MeV ordered [layer, x, z(beam)]; transposed to
@@ -32,9 +37,9 @@ import h5py
 import numpy as np
 
 from calofast.data import io
-from calofast.data.datasets import ANGLE_TO_RAD, UNIT_TO_MEV, canonical_attrs, dataset_keys, energy_range_gev
+from calofast.data.datasets import ANGLE_TO_RAD, canonical_attrs, dataset_keys, energy_range_gev, unit_to_mev
 from calofast.data.provenance import provenance, sha256_file
-from calofast.geometry import Geometry, dataset_geometry
+from calofast.geometry import Geometry, GridCalorimeter, dataset_geometry
 from calofast.util.logs import progress as progress_bar
 
 log = logging.getLogger(__name__)
@@ -45,13 +50,25 @@ class Adapter:
     """How one file format maps onto the canonical datasets."""
 
     name: str
-    #: canonical name -> path of the dataset in the file
-    paths: dict[str, str]
-    units: dict[str, str] = field(default_factory=lambda: {"showers": "MeV", "energy": "MeV", "angles": "rad"})
+    #: canonical name -> path of the dataset in the file, or candidate paths (the first one
+    #: a file has is read)
+    paths: dict[str, str | tuple[str, ...]]
+    #: stored units: a unit name or MeV per stored unit (showers, energy); rad or deg (angles)
+    units: dict[str, str | float] = field(default_factory=lambda: {"showers": "MeV", "energy": "MeV", "angles": "rad"})
     #: geometries this format can hold (empty: any)
     geometries: tuple[str, ...] = ()
     #: axis permutation of the shower array after the row axis (None: as stored)
     transpose: tuple[int, ...] | None = None
+    #: dataset path -> the column of a 2-D dataset that holds the value (target[:, 1])
+    columns: dict[str, int] = field(default_factory=dict)
+
+    def candidates(self, key: str) -> tuple[str, ...]:
+        path = self.paths.get(key)
+        return () if path is None else ((path,) if isinstance(path, str) else tuple(path))
+
+    def resolve(self, f: h5py.File, keys: tuple[str, ...]) -> dict[str, str | None]:
+        """The dataset path of each key in an open file (None where the file has none)."""
+        return {k: next((p for p in self.candidates(k) if p in f), None) for k in keys}
 
     def stored_shape(self, geometry: Geometry) -> tuple[int, ...]:
         """Shape of one shower as stored in the file."""
@@ -68,8 +85,15 @@ ADAPTERS: dict[str, Adapter] = {
         Adapter(
             "lcd_3dgan",
             {"showers": "ECAL", "energy": "energy", "theta": "theta"},
-            units={"showers": "GeV", "energy": "GeV", "angles": "rad"},
+            units={"showers": 20.0, "energy": "GeV", "angles": "rad"},  # cells: GeV x 50
             geometries=("lcd_ecal",),
+        ),
+        Adapter(
+            "lcd_3dgan_fixed_angle",
+            {"showers": "ECAL", "energy": ("target", "energy")},
+            units={"showers": "GeV", "energy": "GeV", "angles": "rad"},
+            geometries=("lcd_ecal_25",),
+            columns={"target": 1},
         ),
         Adapter(
             "ild_getting_high",
@@ -93,16 +117,20 @@ def get_adapter(name: str) -> Adapter:
     return ADAPTERS[name]
 
 
-def _inspect(path: Path, f: h5py.File, adapter: Adapter, keys: tuple[str, ...], geometry: Geometry) -> int:
-    """Check datasets and shapes of one input file; return its number of showers."""
+def _inspect(
+    path: Path, f: h5py.File, adapter: Adapter, keys: tuple[str, ...], geometry: Geometry
+) -> tuple[int, dict[str, str]]:
+    """Check datasets and shapes of one input file; return its number of showers and the
+    dataset path of each key. A file without showers is refused."""
+    resolved = adapter.resolve(f, keys)
     for key in keys:
-        if adapter.paths.get(key) is None:
+        names = adapter.candidates(key)
+        if not names:
             raise io.DataFormatError(f"format {adapter.name!r} has no dataset for {key!r} (needed by the config)")
-        if adapter.paths[key] not in f:
-            raise io.DataFormatError(
-                f"{path}: dataset {adapter.paths[key]!r} is missing (format {adapter.name}, found {_list(f)})"
-            )
-    showers = f[adapter.paths["showers"]]
+        if resolved[key] is None:
+            what = names[0] if len(names) == 1 else f"any of {list(names)}"
+            raise io.DataFormatError(f"{path}: dataset {what!r} is missing (format {adapter.name}, found {_list(f)})")
+    showers = f[resolved["showers"]]
     n = int(showers.shape[0])
     want = adapter.stored_shape(geometry)
     if tuple(showers.shape[1:]) != want:
@@ -110,16 +138,25 @@ def _inspect(path: Path, f: h5py.File, adapter: Adapter, keys: tuple[str, ...], 
         if geometry.name == "calochallenge":
             extra = f"; the binning XML defines {geometry.n_voxels} voxels"
         raise io.DataFormatError(
-            f"{path}: dataset {adapter.paths['showers']!r} has shape {showers.shape}; geometry "
+            f"{path}: dataset {resolved['showers']!r} has shape {showers.shape}; geometry "
             f"{geometry.name!r} needs (N, {', '.join(map(str, want))}){extra}"
         )
+    if n == 0:
+        raise io.DataFormatError(f"{path}: dataset {resolved['showers']!r} holds 0 showers (an empty file)")
     for key in keys:
         if key == "showers":
             continue
-        shape = f[adapter.paths[key]].shape
-        if shape[0] != n or (len(shape) > 1 and int(np.prod(shape[1:])) != 1):
-            raise io.DataFormatError(f"{path}: dataset {adapter.paths[key]!r} has shape {shape}, expected ({n},)")
-    return n
+        name = resolved[key]
+        shape = f[name].shape
+        column = adapter.columns.get(name)
+        if column is not None:
+            if shape[0] != n or len(shape) != 2 or shape[1] <= column:
+                raise io.DataFormatError(
+                    f"{path}: dataset {name!r} has shape {shape}, expected ({n}, > {column}) (column {column})"
+                )
+        elif shape[0] != n or (len(shape) > 1 and int(np.prod(shape[1:])) != 1):
+            raise io.DataFormatError(f"{path}: dataset {name!r} has shape {shape}, expected ({n},)")
+    return n, resolved
 
 
 def _list(f: h5py.File) -> list[str]:
@@ -150,13 +187,13 @@ def convert_files(
             f"format {adapter.name!r} holds geometry {list(adapter.geometries)}, the dataset config says {geometry.name!r}"
         )
     units = {**adapter.units, **(ds.get("units") or {})}
-    s_unit, e_unit, a_unit = UNIT_TO_MEV[units["showers"]], UNIT_TO_MEV[units["energy"]], ANGLE_TO_RAD[units["angles"]]
+    s_unit, e_unit, a_unit = unit_to_mev(units["showers"]), unit_to_mev(units["energy"]), ANGLE_TO_RAD[units["angles"]]
     policy = ds.get("invalid_cells", "reject")
     keys = dataset_keys(ds, geometry)
     files = [Path(p) for p in files]
     if not files:
         raise io.DataFormatError(f"dataset {ds.get('name', '')!r}: no input files")
-    sizes = []
+    sizes, resolved = [], []
     for path in files:
         with io.open_h5(path) as f:
             declared = io.read_attrs(f).get("geometry")
@@ -164,7 +201,9 @@ def convert_files(
                 raise io.DataFormatError(
                     f"{path}: attribute 'geometry' is {declared!r} but the dataset config says {geometry.name!r}"
                 )
-            sizes.append(_inspect(path, f, adapter, keys, geometry))
+            n, names = _inspect(path, f, adapter, keys, geometry)
+            sizes.append(n)
+            resolved.append(names)
     total = sum(sizes)
     cap = ds.get("n_showers")
     n_out = min(total, int(cap)) if cap else total
@@ -191,16 +230,18 @@ def convert_files(
         n_rows=n_out,
         **io.storage_kwargs(storage),
     ) as w:
-        for path, size in zip(files, sizes):
+        for path, size, names in zip(files, sizes, resolved):
             if written >= n_out:
                 break
             stop = min(n_out - written, size)
-            paths = tuple(adapter.paths[k] for k in keys)
+            paths = tuple(dict.fromkeys(names[k] for k in keys))
             for first, chunk in io.iter_chunks(path, chunk_size, paths, stop=stop):
-                raw = {k: chunk[adapter.paths[k]] for k in keys}
-                out, bad = _convert_chunk(path, first, raw, adapter, s_unit, e_unit, a_unit, policy, lo_gev, hi_gev)
+                raw = {k: _column(chunk[names[k]], adapter.columns.get(names[k])) for k in keys}
+                out, bad = _convert_chunk(
+                    path, first, raw, names, adapter, s_unit, e_unit, a_unit, policy, lo_gev, hi_gev
+                )
                 if written == 0:
-                    _check_scale(path, out, geometry, units)
+                    check_scale(path, out, geometry, units, accept=bool(ds.get("accept_energy_scale")))
                 n_bad += bad
                 w.append(out)
                 written += out["showers"].shape[0]
@@ -214,9 +255,15 @@ def convert_files(
     return Path(out_path)
 
 
-def _convert_chunk(path, first, raw, adapter, s_unit, e_unit, a_unit, policy, lo_gev, hi_gev):
+def _column(values: np.ndarray, column: int | None) -> np.ndarray:
+    return values if column is None else values[:, column]
+
+
+def _convert_chunk(path, first, raw, names, adapter, s_unit, e_unit, a_unit, policy, lo_gev, hi_gev):
     """Units, transposition and value checks of one chunk; returns (arrays, clipped cells)."""
-    name_e = adapter.paths["energy"]
+    name_e = names["energy"] + (
+        f"[:, {adapter.columns[names['energy']]}]" if names["energy"] in adapter.columns else ""
+    )
     energy = np.asarray(raw["energy"], dtype=np.float64).reshape(-1) * e_unit
     bad_e = ~np.isfinite(energy) | (energy <= 0)
     if bad_e.any():
@@ -242,7 +289,7 @@ def _convert_chunk(path, first, raw, adapter, s_unit, e_unit, a_unit, policy, lo
         if policy == "reject":
             row = first + int(np.flatnonzero(bad.reshape(bad.shape[0], -1).any(axis=1))[0])
             raise io.DataFormatError(
-                f"{path}: dataset {adapter.paths['showers']!r} has {count} negative or NaN cells in rows "
+                f"{path}: dataset {names['showers']!r} has {count} negative or NaN cells in rows "
                 f"{first}-{first + showers.shape[0] - 1} (first at row {row}); set invalid_cells: clip to "
                 f"set them to zero"
             )
@@ -262,36 +309,50 @@ def _convert_chunk(path, first, raw, adapter, s_unit, e_unit, a_unit, policy, lo
             what = "values must be finite"
         if wrong.any():
             i = int(np.flatnonzero(wrong)[0])
-            raise io.DataFormatError(
-                f"{path}: dataset {adapter.paths[key]!r} row {first + i} is {value[i].item()!r}; {what}"
-            )
+            raise io.DataFormatError(f"{path}: dataset {names[key]!r} row {first + i} is {value[i].item()!r}; {what}")
         out[key] = value
     return out, n_bad
 
 
-#: Median E_sum / E_inc expected for each geometry's stored energy scale.
-def _expected_response(geometry: Geometry) -> float | None:
+class EnergyScaleError(io.DataFormatError):
+    """Stored energies are off the geometry's sampling fraction by more than a factor 5."""
+
+
+def expected_response(geometry: Geometry) -> float | None:
+    """Median E_sum / E_inc a geometry's stored energy scale gives: 1 for calibrated cells
+    (ATLAS), the mean sampling fraction of the active layers for visible energies (the LCD and
+    ILD silicon, ~2 %); None where unknown (CaloChallenge binnings)."""
     if geometry.energy_scale == "calibrated":
         return 1.0
-    if geometry.name in ("lcd_ecal", "ild_siw_ecal"):
+    if isinstance(geometry, GridCalorimeter):
         return float(np.mean([ly.weight for ly in geometry.layers]))
     return None
 
 
-def _check_scale(path: Path, chunk: dict[str, np.ndarray], geometry: Geometry, units: dict[str, str]) -> None:
-    """Warn when the first chunk's E_sum/E_inc is far from the geometry's sampling fraction."""
-    expected = _expected_response(geometry)
-    if expected is None:
-        return
+def check_scale(
+    path: str | os.PathLike,
+    chunk: dict[str, np.ndarray],
+    geometry: Geometry,
+    units: dict[str, Any],
+    accept: bool = False,
+) -> float | None:
+    """The first chunk's median E_sum / E_inc against the geometry's (:func:`expected_response`):
+    off by more than a factor 5 is an :class:`EnergyScaleError` naming the file, the ratio and
+    the units, or a warning when the dataset config accepts it (``accept_energy_scale: true``).
+    Returns the ratio."""
+    expected = expected_response(geometry)
     n = chunk["showers"].shape[0]
+    if expected is None or n == 0:
+        return None
     ratio = float(np.median(chunk["showers"].reshape(n, -1).sum(axis=1) / chunk["energy"]))
     if not expected / 5 < ratio < expected * 5:
-        log.warning(
-            "%s: median E_sum/E_inc is %.4g with units %s; a %s calorimeter gives about %.3g. Are "
-            "units.showers / units.energy right?",
-            path,
-            ratio,
-            units,
-            geometry.name,
-            expected,
+        message = (
+            f"{path}: median E_sum/E_inc of the first {n} showers is {ratio:.4g} with units {units}; a "
+            f"{geometry.name} calorimeter gives about {expected:.3g} (more than a factor 5 off). Set the "
+            f"dataset's units.showers / units.energy (a unit name or MeV per stored unit), or "
+            f"accept_energy_scale: true if this scale is intended"
         )
+        if not accept:
+            raise EnergyScaleError(message)
+        log.warning("%s (accepted: accept_energy_scale is true)", message)
+    return ratio

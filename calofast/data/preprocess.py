@@ -396,6 +396,12 @@ def run_preprocessing(
             summary["counts"][s] = writers[s].n
         if sum(summary["counts"].values()) == 0:
             raise ValueError(f"preprocessing selected no showers from {in_path}; check energy_range_gev and cuts")
+        empty = [s for s in SPLITS if summary["counts"][s] == 0 and split.get(s, 0) > 0]
+        if empty:
+            raise ValueError(
+                f"preprocessing of {in_path} leaves the {', '.join(empty)} split(s) empty (counts {summary['counts']}, "
+                f"split fractions {dict((s, split.get(s)) for s in SPLITS)}); add showers or widen energy_range_gev"
+            )
         summary["provenance"] = prov
         for s in SPLITS:
             writers[s].set_attrs({"summary_counts": summary["counts"]})

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from calofast.data import io
-from calofast.data.datasets import UNIT_TO_MEV, canonical_attrs, energy_range_gev
+from calofast.data.datasets import canonical_attrs, energy_range_gev, unit_to_mev
+from calofast.data.formats import check_scale
 from calofast.data.provenance import provenance, sha256_file
 from calofast.geometry import GridCalorimeter, dataset_geometry
 from calofast.util.logs import progress as progress_bar
@@ -68,6 +69,25 @@ def voxelise(
     return out.astype(np.float32), float(e[~ok].sum()), float(e.sum())
 
 
+def _iterate(path: Path, tree, tree_name: str, branches: list[str], step: int, stop: int):
+    """(first entry, arrays) of the tree in steps; a read failure (a truncated file) is a
+    DataFormatError naming the file and the entries."""
+    first = 0
+    it = tree.iterate(branches, step_size=step, entry_stop=stop, library="ak")
+    while True:
+        try:
+            arrays = next(it)
+        except StopIteration:
+            return
+        except Exception as err:  # noqa: BLE001 - uproot raises OSError, ValueError or its own errors
+            raise io.DataFormatError(
+                f"{path}: cannot read entries {first}-{min(first + step, stop) - 1} of tree {tree_name!r} "
+                f"(truncated or corrupt file?): {type(err).__name__}: {err}"
+            ) from err
+        yield first, arrays
+        first += len(arrays)
+
+
 def convert_root(
     ds: dict[str, Any],
     files: list[str | os.PathLike],
@@ -87,8 +107,8 @@ def convert_root(
     cfg = ds["root"]
     branches = {**DEFAULT_BRANCHES, **(cfg.get("branches") or {})}
     pos_unit = float(cfg.get("position_unit_mm", 1.0))
-    hit_unit = UNIT_TO_MEV[cfg.get("hit_unit", "GeV")]
-    e_unit = UNIT_TO_MEV[cfg.get("energy_unit", "GeV")]
+    hit_unit = unit_to_mev(cfg.get("hit_unit", "GeV"))
+    e_unit = unit_to_mev(cfg.get("energy_unit", "GeV"))
     edges = layer_edges(cfg, geometry.n_layers)
     files = [Path(p) for p in files]
     sizes = []
@@ -97,16 +117,22 @@ def convert_root(
             raise io.DataFormatError(f"ROOT file {path} does not exist")
         try:
             tree = uproot.open(path)[cfg["tree"]]
+            keys = set(tree.keys())
+            entries = int(tree.num_entries)
         except (OSError, ValueError) as err:
-            raise io.DataFormatError(f"{path}: cannot read ROOT file or tree {cfg['tree']!r}: {err}") from err
+            raise io.DataFormatError(
+                f"{path}: cannot read ROOT file or tree {cfg['tree']!r} (truncated or corrupt file?): {err}"
+            ) from err
         except KeyError as err:
             raise io.DataFormatError(f"{path}: no tree {cfg['tree']!r} in the file") from err
-        missing = [b for b in branches.values() if b not in tree.keys()]
+        missing = [b for b in branches.values() if b not in keys]
         if missing:
             raise io.DataFormatError(
                 f"{path}: tree {cfg['tree']!r} lacks branch(es) {missing}; it has {sorted(tree.keys())}"
             )
-        sizes.append(int(tree.num_entries))
+        if entries == 0:
+            raise io.DataFormatError(f"{path}: tree {cfg['tree']!r} has 0 entries (an empty file)")
+        sizes.append(entries)
     cap = ds.get("n_showers")
     n_out = min(sum(sizes), int(cap)) if cap else sum(sizes)
     prov = provenance(ds, repo=repo, extra={"source": "root"})
@@ -128,8 +154,7 @@ def convert_root(
                 break
             tree = uproot.open(path)[cfg["tree"]]
             stop = min(size, n_out - written)
-            for arrays in tree.iterate(list(branches.values()), step_size=step_size, entry_stop=stop, library="ak"):
-                first = written
+            for first, arrays in _iterate(path, tree, cfg["tree"], list(branches.values()), step_size, stop):
                 counts = ak.to_numpy(ak.num(arrays[branches["e"]]))
                 hits = {
                     axis: ak.to_numpy(ak.flatten(arrays[branches[axis]])).astype(np.float64) * pos_unit
@@ -155,9 +180,25 @@ def convert_root(
                         f"{path}: branch {branches['energy']!r} event {first + i} is {energy[i] / 1e3:.4g} GeV, not "
                         f"a positive energy inside the declared {lo_gev:g}-{hi_gev:g} GeV"
                     )
-                if not np.all(np.isfinite(hits["e"])) or np.any(hits["e"] < 0):
-                    raise io.DataFormatError(f"{path}: branch {branches['e']!r} has negative or NaN hit energies")
+                bad_hit = ~np.isfinite(hits["e"]) | (hits["e"] < 0)
+                if bad_hit.any():
+                    j = int(np.flatnonzero(bad_hit)[0])
+                    event = first + int(np.searchsorted(np.cumsum(counts), j, side="right"))
+                    raise io.DataFormatError(
+                        f"{path}: branch {branches['e']!r} event {event} has a negative or NaN hit energy "
+                        f"({hits['e'][j] / hit_unit:g}); {int(bad_hit.sum())} such hits in entries "
+                        f"{first}-{first + len(counts) - 1}"
+                    )
                 showers, lost, total = voxelise(hits, counts, geometry, edges, cfg)
+                if written == 0:
+                    units = {"hit_unit": cfg.get("hit_unit", "GeV"), "energy_unit": cfg.get("energy_unit", "GeV")}
+                    check_scale(
+                        path,
+                        {"showers": showers, "energy": energy},
+                        geometry,
+                        units,
+                        bool(ds.get("accept_energy_scale")),
+                    )
                 lost_energy += lost
                 total_energy += total
                 w.append({"showers": showers, "energy": energy.astype(np.float32)})

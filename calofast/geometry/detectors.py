@@ -380,6 +380,13 @@ def _lcd() -> GridCalorimeter:
     return _siw_ecal("lcd_ecal", desc, 51, 5.1, ((17, 2.4), (8, 4.8)), 0.15)
 
 
+def _lcd_25() -> GridCalorimeter:
+    # the 3DGAN fixed-angle files (Zenodo 3603122): the LCD ECAL's 51x51 window cropped to the
+    # central 25x25 cells, the same 25 layers (same cells, absorbers and stochastic term)
+    desc = "LCD/CLIC ECAL, central 25x25 cells of 5.1 mm x 25 layers (the 3DGAN fixed-angle files)"
+    return _siw_ecal("lcd_ecal_25", desc, 25, 5.1, ((17, 2.4), (8, 4.8)), 0.15)
+
+
 def _ild() -> GridCalorimeter:
     # ILD Si-W ECAL as in the Getting-High / Calomplification datasets: 30 layers,
     # 20 x 2.1 mm then 10 x 4.2 mm tungsten, 5x5 mm2 silicon cells.  a = 16.6 %
@@ -410,7 +417,7 @@ def _atlas() -> AtlasEMBarrel:
     return AtlasEMBarrel(specs, period, front_radius_mm=1500.0, presampler_radius_mm=1420.0, stochastic_term=0.10)
 
 
-GEOMETRY_FACTORIES = {"lcd_ecal": _lcd, "ild_siw_ecal": _ild, "atlas_em_barrel": _atlas}
+GEOMETRY_FACTORIES = {"lcd_ecal": _lcd, "lcd_ecal_25": _lcd_25, "ild_siw_ecal": _ild, "atlas_em_barrel": _atlas}
 _CACHE: dict[str, Geometry] = {}
 
 

@@ -38,7 +38,7 @@ def _ds(c, name="lcd_ele"):
         (lambda c: _ds(c).update(n_showers=0), r"0 is less than the minimum of 1"),
         (
             lambda c: _ds(c).update(geometry="cms_hgcal"),
-            r"'cms_hgcal' is not one of \['lcd_ecal', 'atlas_em_barrel', 'ild_siw_ecal', 'calochallenge'\]",
+            r"'cms_hgcal' is not one of \['lcd_ecal', 'lcd_ecal_25', 'atlas_em_barrel', 'ild_siw_ecal', 'calochallenge'\]",
         ),
         (
             lambda c: _ds(c).update(source="cernbox"),
@@ -54,9 +54,13 @@ def _ds(c, name="lcd_ele"):
         (lambda c: _ds(c).update(geometry="calochallenge"), r"'binning' is a required property"),
         (
             lambda c: _ds(c).update(source="local", local={"path": "x.h5"}, format="hdf5"),
-            r"'hdf5' is not one of \['canonical', 'lcd_3dgan', 'ild_getting_high', 'calochallenge'\]",
+            r"'hdf5' is not one of \['canonical', 'lcd_3dgan', 'lcd_3dgan_fixed_angle', 'ild_getting_high', 'calochallenge'\]",
         ),
-        (lambda c: _ds(c).update(units={"showers": "GW"}), r"'GW' is not one of \['eV', 'keV', 'MeV', 'GeV', 'TeV'\]"),
+        (
+            lambda c: _ds(c).update(units={"showers": "GW"}),
+            r"'GW' is not valid under any of the given schemas(.|\n)*number of MeV per stored unit(.|\n)*'eV', 'keV', 'MeV', 'GeV', 'TeV'",
+        ),
+        (lambda c: _ds(c).update(units={"showers": -20.0}), r"-20.0 is not valid under any of the given schemas"),
         (lambda c: c.update(storage={"compression": "zstd"}), r"'zstd' is not one of \['gzip', 'lzf', 'none'\]"),
         (
             lambda c: c.update(validation={"tolerances": {"response": 0}}),
@@ -128,6 +132,14 @@ CC = {"geometry": "calochallenge", "binning": {"path": "b.xml", "particle": "pho
             r"min_gev 9 > max_gev 3",
         ),
         (lambda c: _ds(c).update(particle="pion"), r"datasets\.lcd_ele\.particle: the simulator makes electromagnetic"),
+        (
+            lambda c: _ds(c).update(energy={"distribution": "uniform", "min_gev": float("nan"), "max_gev": 3}),
+            r"datasets\.lcd_ele\.energy\.min_gev: not a finite number",
+        ),
+        (
+            lambda c: _ds(c).update(simulation={"stochastic_term": None, "cell_threshold_mev": float("inf")}),
+            r"datasets\.lcd_ele\.simulation\.cell_threshold_mev: not a finite number",
+        ),
         (lambda c: _ds(c).update(**CC, angles={}), r"calochallenge has no simulator"),
         (
             lambda c: _ds(c).update(source="local", local={"path": "x.h5"}, format="ild_getting_high"),

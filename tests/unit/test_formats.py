@@ -7,9 +7,9 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from calofast.data import io
 from calofast.data.export import export
-from calofast.data.formats import convert_files
+from calofast.data.formats import EnergyScaleError, convert_files, expected_response
 from calofast.data.provenance import sha256_file
-from calofast.geometry import calochallenge, file_geometry
+from calofast.geometry import calochallenge, file_geometry, get_geometry
 from tests.fakes.inputs import write_calochallenge
 
 RNG = np.random.default_rng(4)
@@ -23,7 +23,7 @@ def _ds(dataset_cfg, name="lcd_ele", **kw):
     return ds
 
 
-def _canonical_file(path, n=12, shape=(51, 51, 25), keys=("showers", "energy", "theta"), unit=1e-3, nan_row=None):
+def _canonical_file(path, n=12, shape=(51, 51, 25), keys=("showers", "energy", "theta"), unit=1e-4, nan_row=None):
     with h5py.File(path, "w") as f:
         showers = RNG.exponential(1.0, (n, *shape)).astype(np.float32) * unit
         if nan_row is not None:
@@ -134,10 +134,11 @@ def test_alignment_angles_and_geometry_attribute(dataset_cfg, shower_files, tmp_
 
 
 def test_lcd_3dgan_files(dataset_cfg, shower_files, tmp_path, caplog):
-    # a 3DGAN-format file made from simulated showers: cells and energies in GeV, theta in rad
+    """The variable-angle 3DGAN files store cells in GeV x 50 (the public analysis code divides
+    ECAL by 50 "to convert data to GeV"), energies in GeV, theta in rad."""
     src = tmp_path / "EleEscan_RandomAngle_1_1.h5"
     with h5py.File(shower_files["lcd_ele"]) as f, h5py.File(src, "w") as g:
-        g["ECAL"] = f["showers"][:] / 1e3
+        g["ECAL"] = f["showers"][:] / 1e3 * 50
         g["energy"] = f["energy"][:][:, None] / 1e3
         g["theta"] = f["theta"][:]
         g["eta"] = -np.log(np.tan(f["theta"][:] / 2))
@@ -147,18 +148,88 @@ def test_lcd_3dgan_files(dataset_cfg, shower_files, tmp_path, caplog):
         assert_allclose(fo["showers"][:], ref["showers"][:], rtol=1e-5, atol=1e-9)
         assert_allclose(fo["energy"][:], ref["energy"][:], rtol=1e-6)
         assert_allclose(fo["theta"][:], ref["theta"][:], rtol=1e-6)
-    assert "Are units" not in caplog.text
-    # cells stored 1000x too large (e.g. MeV read as GeV) give a unit warning
-    with h5py.File(src, "a") as g:
-        g["ECAL"][...] = g["ECAL"][:] * 1000
+        # the canonical showers have the LCD silicon's sampling fraction (~2 %)
+        ratio = np.median(fo["showers"][:].sum(axis=(1, 2, 3)) / fo["energy"][:])
+    assert ratio == pytest.approx(expected_response(get_geometry("lcd_ecal")), rel=0.3)
+    # read as plain GeV (the old default) the showers would be 50 times too energetic: refused
+    with pytest.raises(EnergyScaleError, match=r"median E_sum/E_inc .* is [0-9.]+ with units .*more than a factor 5"):
+        convert_files({**ds, "units": {"showers": "GeV"}}, [src], tmp_path / "bad.h5", progress=False)
+    assert not (tmp_path / "bad.h5").exists()
+    # an arbitrary factor (MeV per stored unit) is a unit too
+    convert_files({**ds, "units": {"showers": 20.0}}, [src], tmp_path / "same.h5", progress=False)
+    with h5py.File(out) as a, h5py.File(tmp_path / "same.h5") as b:
+        assert_array_equal(a["showers"][:], b["showers"][:])
+    # an intended odd scale converts with a warning when the config says so
     with caplog.at_level(logging.WARNING):
-        convert_files(ds, [src], tmp_path / "out2.h5", progress=False)
-    assert "median E_sum/E_inc" in caplog.text and "Are units.showers / units.energy right?" in caplog.text
+        convert_files(
+            {**ds, "units": {"showers": "GeV"}, "accept_energy_scale": True}, [src], tmp_path / "ok.h5", progress=False
+        )
+    assert "accept_energy_scale is true" in caplog.text and (tmp_path / "ok.h5").exists()
     with h5py.File(src, "a") as g:
         del g["ECAL"]
         g["ECAL"] = np.zeros((40, 25, 25, 25), dtype=np.float32)
     with pytest.raises(io.DataFormatError, match=r"dataset 'ECAL' has shape \(40, 25, 25, 25\)"):
         convert_files(ds, [src], tmp_path / "out3.h5", progress=False)
+
+
+def test_lcd_3dgan_fixed_angle_files(dataset_cfg, shower_files, tmp_path):
+    """Zenodo 3603122: ECAL (N, 25, 25, 25) in GeV, the central 25x25 of the LCD window, the
+    energy in column 1 of target (N, 2), HCAL alongside; or an energy dataset instead."""
+    with h5py.File(shower_files["lcd_ele"]) as f:
+        crop = f["showers"][:, 13:38, 13:38, :]
+        energy = f["energy"][:]
+    src = tmp_path / "EleEscan_1_1.h5"
+    with h5py.File(src, "w") as g:
+        g["ECAL"] = crop / 1e3
+        g["HCAL"] = np.zeros((len(energy), 5, 5, 60), dtype=np.float32)
+        g["target"] = np.stack([np.full(len(energy), 11.0), energy / 1e3], axis=1)  # (pdg-like, E [GeV])
+    ds = _ds(dataset_cfg, format="lcd_3dgan_fixed_angle", geometry="lcd_ecal_25", angles={})
+    out = convert_files(ds, [src], tmp_path / "out.h5", progress=False)
+    with h5py.File(out) as fo:
+        attrs = io.check_canonical(fo, out, "lcd_ecal_25")
+        assert fo["showers"].shape == (len(energy), 25, 25, 25) and "theta" not in fo
+        assert_allclose(fo["showers"][:], crop, rtol=1e-5, atol=1e-9)
+        assert_allclose(fo["energy"][:], energy, rtol=1e-6)
+        ratio = np.median(fo["showers"][:].sum(axis=(1, 2, 3)) / fo["energy"][:])
+    assert attrs["cell_shape"] == [25, 25, 25]
+    assert ratio == pytest.approx(expected_response(get_geometry("lcd_ecal_25")), rel=0.3)
+    alt = tmp_path / "EleEscan_2_1.h5"
+    with h5py.File(alt, "w") as g:
+        g["ECAL"] = crop / 1e3
+        g["energy"] = energy / 1e3
+    convert_files(ds, [alt], tmp_path / "alt.h5", progress=False)
+    with h5py.File(tmp_path / "alt.h5") as a, h5py.File(out) as b:
+        assert_array_equal(a["energy"][:], b["energy"][:])
+    with h5py.File(alt, "a") as g:
+        del g["energy"]
+        g["target"] = energy[:, None] / 1e3  # one column: no column 1
+    with pytest.raises(io.DataFormatError, match=r"dataset 'target' has shape \(40, 1\), expected \(40, > 1\)"):
+        convert_files(ds, [alt], tmp_path / "x.h5", progress=False)
+    with pytest.raises(
+        io.DataFormatError, match=r"holds geometry \['lcd_ecal_25'\], the dataset config says 'lcd_ecal'"
+    ):
+        convert_files({**ds, "geometry": "lcd_ecal"}, [src], tmp_path / "x.h5", progress=False)
+
+
+@pytest.mark.parametrize(
+    "fmt, name, layout",
+    [
+        ("lcd_3dgan", "lcd_ele", {"ECAL": (0, 51, 51, 25), "energy": (0,), "theta": (0,)}),
+        ("lcd_3dgan_fixed_angle", "lcd_ele", {"ECAL": (0, 25, 25, 25), "target": (0, 2)}),
+        ("ild_getting_high", "ild_photon", {"30x30/layers": (0, 30, 30, 30), "30x30/energy": (0, 1)}),
+        ("canonical", "lcd_ele", {"showers": (0, 51, 51, 25), "energy": (0,), "theta": (0,)}),
+    ],
+)
+def test_a_file_without_showers_is_refused(dataset_cfg, tmp_path, fmt, name, layout):
+    src = tmp_path / "empty.h5"
+    with h5py.File(src, "w") as g:
+        for key, shape in layout.items():
+            g.create_dataset(key, shape, dtype=np.float32)
+    kw = {"geometry": "lcd_ecal_25", "angles": {}} if fmt == "lcd_3dgan_fixed_angle" else {}
+    ds = _ds(dataset_cfg, name, format=fmt, **kw)
+    with pytest.raises(io.DataFormatError, match=r"empty.h5: dataset '.*' holds 0 showers \(an empty file\)"):
+        convert_files(ds, [src], tmp_path / "out.h5", progress=False)
+    assert not (tmp_path / "out.h5").exists()
 
 
 def test_ild_getting_high_layout_is_transposed(dataset_cfg, tmp_path):
@@ -171,7 +242,8 @@ def test_ild_getting_high_layout_is_transposed(dataset_cfg, tmp_path):
         grp = g.create_group("30x30")
         grp["layers"] = layers
         grp["energy"] = np.array([[50.0], [20.0], [90.0]])
-    ds = _ds(dataset_cfg, "ild_photon", format="ild_getting_high")
+    # a layout test with a few marked cells, far below a real shower's energy: the scale is accepted
+    ds = _ds(dataset_cfg, "ild_photon", format="ild_getting_high", accept_energy_scale=True)
     out = convert_files(ds, [src], tmp_path / "o.h5", progress=False)
     with h5py.File(out) as f:
         s = f["showers"][:]
@@ -321,3 +393,14 @@ def test_calochallenge_voxel_counts_of_the_four_datasets(tmp_path, particle, lay
     xml.write_text(_xml(layers, particle))
     g = calochallenge.CaloChallengeGeometry(calochallenge.read_binning(xml, particle), particle)
     assert g.n_voxels == voxels
+
+
+def test_a_calochallenge_file_without_showers_is_refused(dataset_cfg, cc_files, tmp_path):
+    xml, _ = cc_files
+    src = tmp_path / "dataset_toy_empty.hdf5"
+    with h5py.File(src, "w") as g:
+        g.create_dataset("incident_energies", (0, 1), dtype=np.float64)
+        g.create_dataset("showers", (0, 16), dtype=np.float32)
+    with pytest.raises(io.DataFormatError, match=r"dataset_toy_empty.hdf5: dataset 'showers' holds 0 showers"):
+        convert_files(_cc_ds(dataset_cfg, xml), [src], tmp_path / "out.h5", progress=False)
+    assert not (tmp_path / "out.h5").exists()

@@ -178,3 +178,23 @@ def test_missing_alignment_is_reported(shower_files, tmp_path):
             SPLIT,
             progress=False,
         )
+
+
+def test_a_split_left_empty_is_refused(shower_files, tmp_path):
+    """A narrow energy range on a small file leaves a split without showers: an error naming it,
+    and no output; a split of fraction 0 may stay empty."""
+    outs = {s: tmp_path / f"{s}.h5" for s in ("train", "validation", "test")}
+    with h5py.File(shower_files["lcd_ele"]) as f:
+        e = np.sort(f["energy"][:] / 1e3)
+    narrow = [float(e[0]) * 0.999, float(e[1]) * 1.001]  # two showers: not enough for three splits
+    with pytest.raises(ValueError, match=r"leaves the .*split\(s\) empty \(counts \{"):
+        run_preprocessing(
+            shower_files["lcd_ele"], outs, tmp_path / "t.json", {"dataset": "lcd_ele", "energy_range_gev": narrow},
+            SPLIT, progress=False,
+        )  # fmt: skip
+    assert not any(p.exists() for p in outs.values()) and not (tmp_path / "t.json").exists()
+    summary = run_preprocessing(
+        shower_files["lcd_ele"], outs, tmp_path / "t.json", {"dataset": "lcd_ele"},
+        {"train": 0.9, "validation": 0.1, "test": 0.0, "seed": 9}, progress=False,
+    )  # fmt: skip
+    assert summary["counts"]["test"] == 0 and summary["counts"]["train"] > 0

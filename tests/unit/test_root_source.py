@@ -1,3 +1,5 @@
+import re
+
 import awkward as ak
 import h5py
 import pytest
@@ -94,3 +96,56 @@ def test_root_needs_a_grid_geometry(dataset_cfg, root_file, tmp_path):
     with pytest.raises(io.DataFormatError, match="needs a grid geometry"):
         convert_root(ds, [path], tmp_path / "o.h5", progress=False)
     assert get_geometry("ild_siw_ecal").cell_shape == (30, 30, 30)
+
+
+def test_root_hits_on_the_wrong_scale_are_refused(dataset_cfg, root_file, tmp_path):
+    """Hit energies read 1000x too large (MeV taken as GeV... here GeV declared as TeV) fail the
+    same sampling-fraction check as the HDF5 formats; accepted explicitly, they convert."""
+    from calofast.data.formats import EnergyScaleError
+
+    path, _, _ = root_file
+    with pytest.raises(EnergyScaleError, match=r"photons.root: median E_sum/E_inc .* ild_siw_ecal calorimeter"):
+        convert_root(_ds(dataset_cfg, path, hit_unit="TeV"), [path], tmp_path / "o.h5", progress=False)
+    assert not (tmp_path / "o.h5").exists()
+    ds = {**_ds(dataset_cfg, path, hit_unit=1e6), "accept_energy_scale": True}  # a number: MeV per unit
+    convert_root(ds, [path], tmp_path / "o.h5", progress=False)
+    assert (tmp_path / "o.h5").exists()
+
+
+def test_root_empty_truncated_and_bad_hits_are_named(dataset_cfg, root_file, tmp_path):
+    import numpy as np
+
+    path, showers, energy = root_file
+    empty = write_root(
+        tmp_path / "empty.root", {k: ak.Array([[1.0]])[:0] for k in ("scpox", "scpoy", "scpoz", "scene", "mcene")}
+    )
+    with pytest.raises(io.DataFormatError, match=r"empty.root: tree 'photonSIM' has 0 entries \(an empty file\)"):
+        convert_root(_ds(dataset_cfg, empty), [empty], tmp_path / "o.h5", progress=False)
+    # a file cut short (uproot writes the tree's metadata at the end: the header read fails) and
+    # one whose baskets are damaged (the metadata reads, the entries do not)
+    data = path.read_bytes()
+    damaged = bytearray(data)
+    damaged[len(data) // 10 : len(data) // 2] = bytes(len(data) // 2 - len(data) // 10)
+    cases = {"cut.root": data[: int(len(data) * 0.6)], "damaged.root": bytes(damaged)}
+    messages = {}
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(io.DataFormatError, match=rf"{name}: cannot read .*truncated or corrupt") as err:
+            convert_root(
+                _ds(dataset_cfg, tmp_path / name), [tmp_path / name], tmp_path / "o.h5", step_size=4, progress=False
+            )
+        messages[name] = str(err.value)
+        assert not (tmp_path / "o.h5").exists() and not list(tmp_path.glob(".o.h5*"))
+    assert "cannot read ROOT file or tree 'photonSIM'" in messages["cut.root"]
+    assert re.search(r"cannot read entries \d+-\d+ of tree 'photonSIM'", messages["damaged.root"])
+    # a negative hit energy: the event is named
+    branches = ild_hits(showers, energy, origin=(10.0, -20.0))
+    e = ak.to_list(branches["scene"])
+    e[7][3] = -0.5
+    branches["scene"] = ak.Array(e)
+    bad = write_root(tmp_path / "bad.root", branches)
+    with pytest.raises(
+        io.DataFormatError, match=r"bad.root: branch 'scene' event 7 has a negative or NaN hit energy \(-0.5\)"
+    ):
+        convert_root(_ds(dataset_cfg, bad), [bad], tmp_path / "o.h5", step_size=5, progress=False)
+    assert np.isfinite(energy).all()
