@@ -180,6 +180,8 @@ def _user_classes(g4, geometry: GridCalorimeter, state: dict[str, Any]):
         def GeneratePrimaries(self, event):
             i = event.GetEventID()
             g4.HepRandom.getTheEngine().setSeed(_event_seed(state["seed"], state["offset"] + i), 0)
+            x_mm, y_mm = state["positions"][i] if state.get("positions") is not None else (0.0, 0.0)
+            self.gun.SetParticlePosition(g4.G4ThreeVector(x_mm * g4.mm, y_mm * g4.mm, -1 * g4.cm))
             self.gun.SetParticleEnergy(float(state["energies"][i]) * g4.GeV)
             self.gun.GeneratePrimaryVertex(event)
 
@@ -239,14 +241,31 @@ def _init(geometry_name: str, particle: str, physics: str, data_dir: str) -> dic
     return state
 
 
+def gun_positions_mm(geometry: GridCalorimeter, n: int, seed: int, offset: int, entry: str) -> np.ndarray:
+    """(n, 2) gun positions [mm from the grid's centre] of events ``offset`` .. ``offset + n``,
+    drawn by the simulator's entry-point rule (:meth:`GridCalorimeter.entry_points`), seeded
+    by (seed, offset)."""
+    x, y = geometry.entry_points(np.random.default_rng([int(seed), int(offset), 29]), n, entry)
+    return np.stack(geometry.entry_offsets_mm(x, y), axis=1)
+
+
 def simulate(
-    geometry_name: str, particle: str, energies_gev, seed: int, offset: int, physics: str, data_dir: str
+    geometry_name: str,
+    particle: str,
+    energies_gev,
+    seed: int,
+    offset: int,
+    physics: str,
+    data_dir: str,
+    entry: str = "central_cell",
 ) -> np.ndarray:
-    """Showers (N, nx, ny, layers) [MeV in the silicon] of this process's Geant4."""
+    """Showers (N, nx, ny, layers) [MeV in the silicon] of this process's Geant4, the gun
+    placed by the entry-point rule ``entry``."""
     state = _init(geometry_name, particle, physics, data_dir)
     nx, ny, n_layers = state["shape"]
     energies = np.atleast_1d(np.asarray(energies_gev, dtype=np.float64))
-    state.update(energies=energies, seed=seed, offset=offset)
+    positions = gun_positions_mm(grid_geometry(geometry_name), energies.size, seed, offset, entry)
+    state.update(energies=energies, seed=seed, offset=offset, positions=[tuple(p) for p in positions])
     state["out"] = np.zeros((energies.size, n_layers, nx, ny), dtype=np.float32)
     if energies.size:
         state["manager"].BeamOn(int(energies.size))
@@ -277,6 +296,7 @@ def benchmark_geant4(ds: dict[str, Any], settings: dict[str, Any], workers: int)
         points = [("dataset energies", energy_mev / 1e3)]
     workers = max(1, int(workers))
     args = (ds["geometry"], ds["particle"], settings.get("physics", "opt0"), str(settings["data_dir"]))
+    entry = (ds.get("simulation") or {}).get("entry_point", "central_cell")  # the simulator's rule
     rows, total_s, total_n, offset = [], 0.0, 0, 0
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
         t0 = time.perf_counter()
@@ -287,7 +307,7 @@ def benchmark_geant4(ds: dict[str, Any], settings: dict[str, Any], workers: int)
             t0 = time.perf_counter()
             futures = []
             for part in parts:
-                futures.append(pool.submit(simulate, args[0], args[1], part, seed, offset, args[2], args[3]))
+                futures.append(pool.submit(simulate, args[0], args[1], part, seed, offset, args[2], args[3], entry))
                 offset += part.size
             showers = np.concatenate([f.result() for f in futures])
             seconds = time.perf_counter() - t0

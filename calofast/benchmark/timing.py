@@ -598,7 +598,15 @@ def _simulate_n(ds: dict[str, Any], n: int, seed: int) -> int:
     rng = np.random.default_rng(seed)
     energy, angles = sample_conditions(ds, rng, 0, n)
     sim = ds.get("simulation") or {}
-    simulate(geometry, energy, angles, ds["particle"], rng, stochastic_term=sim.get("stochastic_term"))
+    simulate(
+        geometry,
+        energy,
+        angles,
+        ds["particle"],
+        rng,
+        stochastic_term=sim.get("stochastic_term"),
+        entry_point=sim.get("entry_point", "central_cell"),
+    )
     return n
 
 

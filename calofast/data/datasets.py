@@ -120,7 +120,15 @@ def simulate_block(ds: dict[str, Any], block: int) -> dict[str, np.ndarray]:
     rng = block_rng(ds["seed"], block)
     energy, angles = sample_conditions(ds, rng, first, n)
     sim = ds.get("simulation") or {}
-    batch = simulate(geometry, energy, angles, ds["particle"], rng, stochastic_term=sim.get("stochastic_term"))
+    batch = simulate(
+        geometry,
+        energy,
+        angles,
+        ds["particle"],
+        rng,
+        stochastic_term=sim.get("stochastic_term"),
+        entry_point=sim.get("entry_point", "central_cell"),
+    )
     showers = batch.showers
     threshold = float(sim.get("cell_threshold_mev") or 0.0)
     if threshold > 0:

@@ -151,5 +151,5 @@ class CaloChallengeGeometry(Geometry):
             np.add.at(out, (slice(None), idx), e)
         return edges, out
 
-    def place(self, rng, angles, mean_depth_x0):
+    def place(self, rng, angles, mean_depth_x0, entry: str = "central_cell"):
         raise NotImplementedError("CaloChallenge geometries have no simulator; use source zenodo, local or root")

@@ -93,8 +93,15 @@ class Geometry:
         """Energy per read-out layer, shape (N, n_layers)."""
         raise NotImplementedError
 
-    def place(self, rng: np.random.Generator, angles: dict[str, np.ndarray], mean_depth_x0: np.ndarray) -> Placement:
-        """Place the shower axes (entry smearing, tilt, alignment)."""
+    def place(
+        self,
+        rng: np.random.Generator,
+        angles: dict[str, np.ndarray],
+        mean_depth_x0: np.ndarray,
+        entry: str = "central_cell",
+    ) -> Placement:
+        """Place the shower axes (entry smearing, tilt, alignment); ``entry`` is the entry-point
+        rule of grid geometries (:data:`ENTRY_POINTS`)."""
         raise NotImplementedError
 
     def summary(self) -> dict:
@@ -188,20 +195,41 @@ class GridCalorimeter(Geometry):
     def layer_energies(self, showers: np.ndarray) -> np.ndarray:
         return np.asarray(showers).sum(axis=(1, 2))
 
-    def place(self, rng, angles, mean_depth_x0):
-        n = mean_depth_x0.shape[0]
+    def entry_points(self, rng: np.random.Generator | None, n: int, entry: str = "central_cell"):
+        """(x, y) of ``n`` shower axes at the reference depth, in cell units from the grid edge:
+        ``central_cell`` uniform inside cell (nx // 2, ny // 2) - the centre cell of an odd
+        count, the one right of the centre for an even count; ``axis`` the grid's centre point -
+        the middle of the centre cell for an odd count, the corner of the four central cells for
+        an even one (where a particle gun at the origin hits)."""
         nx, ny, _ = self.cell_shape
+        if entry == "central_cell":
+            return nx // 2 + rng.random(n), ny // 2 + rng.random(n)
+        if entry == "axis":
+            return np.full(n, nx / 2.0), np.full(n, ny / 2.0)
+        raise ValueError(f"entry point {entry!r}: one of {list(ENTRY_POINTS)}")
+
+    def entry_offsets_mm(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Entry points in cell units from the grid edge as mm from the grid's centre (a gun's
+        position in a geometry built centred on the origin)."""
+        nx, ny, _ = self.cell_shape
+        return (np.asarray(x) - nx / 2.0) * self.cell_mm, (np.asarray(y) - ny / 2.0) * self.cell_mm
+
+    def place(self, rng, angles, mean_depth_x0, entry: str = "central_cell"):
+        n = mean_depth_x0.shape[0]
         theta = angles.get("theta")
         if theta is None:
             theta = np.full(n, math.pi / 2)
         sin_t = np.sin(theta)
         cot_t = np.cos(theta) / sin_t
-        x_ref = nx // 2 + rng.random(n)
-        y_ref = ny // 2 + rng.random(n)
+        x_ref, y_ref = self.entry_points(rng, n, entry)
         z_ref = self.depth_mm(mean_depth_x0 * sin_t)
         a_u = np.repeat(x_ref[:, None], self.n_layers, axis=1)
         a_v = y_ref[:, None] + (self._z_mid[None, :] - z_ref[:, None]) * cot_t[:, None] / self.cell_mm
         return Placement(a_u=a_u, a_v=a_v, path_factor=1.0 / sin_t, v_stretch=1.0 / sin_t)
+
+
+#: entry-point rules of the grid geometries (simulation.entry_point)
+ENTRY_POINTS = ("central_cell", "axis")
 
 
 @dataclass(frozen=True)
@@ -329,7 +357,7 @@ class AtlasEMBarrel(Geometry):
         m = np.floor(np.mod(phi, 2 * math.pi) / ATLAS_DPHI_MIDDLE).astype(np.int64)
         return m % 4, k % 2
 
-    def place(self, rng, angles, mean_depth_x0):
+    def place(self, rng, angles, mean_depth_x0, entry: str = "central_cell"):
         eta = np.abs(np.asarray(angles["eta"], dtype=np.float64))
         phi = np.mod(np.asarray(angles["phi"], dtype=np.float64), 2 * math.pi)
         k = np.floor(eta / 0.025)

@@ -65,8 +65,10 @@ def simulate(
     rng: np.random.Generator,
     tuning: gflash.GFlashTuning = gflash.DEFAULT_TUNING,
     stochastic_term: float | None = None,
+    entry_point: str = "central_cell",
 ) -> SimBatch:
-    """Simulate one batch of showers of incident energies ``energy_mev``."""
+    """Simulate one batch of showers of incident energies ``energy_mev`` (``entry_point``: where
+    the axes of grid-geometry showers enter, :meth:`GridCalorimeter.entry_points`)."""
     e_mev = np.asarray(energy_mev, dtype=np.float64)
     n = e_mev.shape[0]
     e_gev = e_mev / 1000.0
@@ -83,7 +85,7 @@ def simulate(
         raise ValueError(f"particle {particle!r} is not an electromagnetic particle")
     beta = prof.beta
     mean_depth = t0 + prof.alpha / beta
-    place = geometry.place(rng, angles, mean_depth)
+    place = geometry.place(rng, angles, mean_depth, entry_point)
 
     t_lo = np.array([ly.t_start_x0 for ly in layers])[None, :] * place.path_factor[:, None]
     t_hi = np.array([ly.t_end_x0 for ly in layers])[None, :] * place.path_factor[:, None]

@@ -92,3 +92,34 @@ def test_grid_placement_entry_and_tilt():
     slope = np.polyfit(z, tilted.a_v[0], 1)[0]
     assert_allclose(slope, 1 / math.tan(math.radians(60)) / 5.1, rtol=1e-9)
     assert_allclose(tilted.path_factor, 1 / np.sin(theta))
+
+
+@pytest.mark.parametrize("name, n, cell_mm", [("lcd_ecal", 51, 5.1), ("ild_siw_ecal", 30, 5.0)])
+def test_entry_points_of_grid_geometries(name, n, cell_mm):
+    """central_cell: uniform inside cell n // 2; axis: the grid's centre (the middle of the
+    centre cell for 51 cells, the corner of the four central cells for 30), where a gun at the
+    origin of a geometry built centred on it hits."""
+    g = get_geometry(name)
+    x, y = g.entry_points(np.random.default_rng(0), 2000, "central_cell")
+    assert x.min() >= n // 2 and x.max() < n // 2 + 1 and y.min() >= n // 2 and y.max() < n // 2 + 1
+    assert abs(x.mean() - (n // 2 + 0.5)) < 0.03
+    ax, ay = g.entry_points(None, 3, "axis")
+    assert_allclose(ax, n / 2) and assert_allclose(ay, n / 2)
+    mx, my = g.entry_offsets_mm(ax, ay)
+    assert_allclose(mx, 0.0) and assert_allclose(my, 0.0)  # both rules in mm from the centre
+    cx, _ = g.entry_offsets_mm(x, y)
+    lo = (n // 2 - n / 2) * cell_mm  # -cell/2 for odd counts, 0 for even ones
+    assert cx.min() >= lo - 1e-9 and cx.max() < lo + cell_mm
+    with pytest.raises(ValueError, match=r"entry point 'edge': one of \['central_cell', 'axis'\]"):
+        g.entry_points(None, 1, "edge")
+
+
+def test_the_geant4_gun_follows_the_entry_rule():
+    from calofast.benchmark.geant4 import gun_positions_mm
+
+    ild = get_geometry("ild_siw_ecal")
+    p = gun_positions_mm(ild, 500, seed=3, offset=10, entry="central_cell")
+    assert p.shape == (500, 2) and (p >= 0).all() and (p < 5.0).all()  # inside cell (15, 15)
+    assert_allclose(p, gun_positions_mm(ild, 500, seed=3, offset=10, entry="central_cell"))
+    assert not np.allclose(p, gun_positions_mm(ild, 500, seed=3, offset=11, entry="central_cell"))
+    assert_allclose(gun_positions_mm(ild, 4, 3, 0, "axis"), 0.0)

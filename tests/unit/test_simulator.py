@@ -76,3 +76,18 @@ def test_spot_energies_sum_to_layer_energies_in_a_wide_window():
     # ATLAS windows cut the tails; in the LCD window the sum must be nearly complete
     _, b = _run("lcd_ecal", 10, 50)
     assert_allclose(b.showers.reshape(50, -1).sum(axis=1), b.e_meas_layers.sum(axis=1), rtol=0.03)
+
+
+def test_entry_point_rule_moves_the_shower_axis():
+    """ILD (30 cells): axis showers are centred on the corner at 15.0 cells, central-cell ones
+    on the middle of cell 15 (15.5) on average; both with the same longitudinal physics."""
+    g = get_geometry("ild_siw_ecal")
+    e = np.full(300, 50e3)
+    centres = {}
+    for entry in ("central_cell", "axis"):
+        batch = simulate(g, e, {}, "photon", np.random.default_rng(5), entry_point=entry)
+        s = batch.showers.astype(np.float64)
+        x = (s.sum(axis=(2, 3)) * (np.arange(30) + 0.5)).sum(axis=1) / s.sum(axis=(1, 2, 3))
+        centres[entry] = x.mean()
+    assert centres["axis"] == pytest.approx(15.0, abs=0.05)
+    assert centres["central_cell"] == pytest.approx(15.5, abs=0.05)
