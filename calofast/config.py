@@ -251,12 +251,13 @@ def check_models(config: dict[str, Any]) -> None:
             )
         try:
             family = get_family(model["type"])
+        except ModelConfigError as err:
+            raise ConfigError(f"{where}.type: {err}") from None
+        try:  # the messages start with the block's key (architecture: / train:)
             arch = family.make_architecture(model.get("architecture"))
             train = family.make_training(model.get("train"))
         except ModelConfigError as err:
-            raise ConfigError(
-                f"{where}.{err}" if not str(err).startswith("unknown model type") else f"{where}.type: {err}"
-            ) from None
+            raise ConfigError(f"{where}.{err}") from None
         ds = datasets[model["dataset"]]
         if family.geometries and ds["geometry"] not in family.geometries:
             raise ConfigError(

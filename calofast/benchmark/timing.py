@@ -590,23 +590,13 @@ def targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _simulate_n(ds: dict[str, Any], n: int, seed: int) -> int:
     """Simulate ``n`` showers of a synthetic dataset's kind (one worker's share)."""
-    from calofast.data.datasets import sample_conditions
+    from calofast.data.datasets import sample_conditions, simulate_showers
     from calofast.geometry import get_geometry
-    from calofast.simulation.simulator import simulate
 
     geometry = get_geometry(ds["geometry"])
     rng = np.random.default_rng(seed)
     energy, angles = sample_conditions(ds, rng, 0, n)
-    sim = ds.get("simulation") or {}
-    simulate(
-        geometry,
-        energy,
-        angles,
-        ds["particle"],
-        rng,
-        stochastic_term=sim.get("stochastic_term"),
-        entry_point=sim.get("entry_point", "central_cell"),
-    )
+    simulate_showers(ds, geometry, energy, angles, rng)
     return n
 
 

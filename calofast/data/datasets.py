@@ -111,6 +111,21 @@ def sample_conditions(
     return e_gev * 1000.0, angles
 
 
+def simulate_showers(ds: dict[str, Any], geometry: Geometry, energy: np.ndarray, angles, rng: np.random.Generator):
+    """The simulator on conditions, with the dataset's ``simulation`` options (stochastic term,
+    entry point); the simulator's batch."""
+    sim = ds.get("simulation") or {}
+    return simulate(
+        geometry,
+        energy,
+        angles,
+        ds["particle"],
+        rng,
+        stochastic_term=sim.get("stochastic_term"),
+        entry_point=sim.get("entry_point", "central_cell"),
+    )
+
+
 def simulate_block(ds: dict[str, Any], block: int) -> dict[str, np.ndarray]:
     """Simulate block ``block`` of a synthetic dataset; arrays keyed as in the file."""
     geometry = get_geometry(ds["geometry"])
@@ -120,15 +135,7 @@ def simulate_block(ds: dict[str, Any], block: int) -> dict[str, np.ndarray]:
     rng = block_rng(ds["seed"], block)
     energy, angles = sample_conditions(ds, rng, first, n)
     sim = ds.get("simulation") or {}
-    batch = simulate(
-        geometry,
-        energy,
-        angles,
-        ds["particle"],
-        rng,
-        stochastic_term=sim.get("stochastic_term"),
-        entry_point=sim.get("entry_point", "central_cell"),
-    )
+    batch = simulate_showers(ds, geometry, energy, angles, rng)
     showers = batch.showers
     threshold = float(sim.get("cell_threshold_mev") or 0.0)
     if threshold > 0:

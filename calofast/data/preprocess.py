@@ -410,10 +410,5 @@ def run_preprocessing(
         for w in writers.values():
             w.abort()
         raise
-    write_json_atomic(transforms_json, summary)
+    write_json(transforms_json, summary, sort_keys=True)
     return summary
-
-
-def write_json_atomic(path: str | os.PathLike, data: dict[str, Any]) -> None:
-    """Write JSON to a temporary name, then rename."""
-    write_json(path, data, sort_keys=True)

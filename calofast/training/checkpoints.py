@@ -158,11 +158,13 @@ def _peek(path: Path) -> tuple[str | None, int] | None:
         return None
 
 
-def tidy_checkpoints(ck_dir: Path, fp: str, epochs: int | None) -> None:
+def tidy_checkpoints(ck_dir: Path, fp: str, epochs: int | None) -> Path | None:
     """Move aside (never delete) the checkpoints this run cannot continue from: unreadable
-    files, those of another configuration and those beyond ``epochs``."""
+    files, those of another configuration and those beyond ``epochs``. Returns the newest
+    checkpoint left (this run's; each file is read once)."""
+    found = None
     if not ck_dir.is_dir():
-        return
+        return found
     for path in sorted(ck_dir.glob("epoch-*.pt")):
         peek = _peek(path)
         if peek is None:
@@ -172,9 +174,11 @@ def tidy_checkpoints(ck_dir: Path, fp: str, epochs: int | None) -> None:
         elif epochs is not None and peek[1] >= epochs:
             folder, why = "beyond-epochs", f"it is beyond the configured {epochs} epochs"
         else:
+            found = path
             continue
         dest = set_aside(path, folder)
         log.warning("moved %s to %s: %s", path, dest, why)
+    return found
 
 
 def latest_checkpoint(ck_dir: Path, fp: str) -> Path | None:

@@ -97,11 +97,11 @@ def fit(spec: dict[str, Any]) -> dict[str, Any]:
     seed_everything(cfg.seed, stage_index, -1, 0)  # the same initial weights on every rank and rerun
     model = family.build(family.make_architecture(spec.get("model")))
     optimizers = family.optimizers(model, cfg, lr)
-    if rank == 0:
-        tidy_checkpoints(ck_dir, fp, epochs)
+    latest = tidy_checkpoints(ck_dir, fp, epochs) if rank == 0 else None
     if world > 1:
         dist.barrier()
-    latest = latest_checkpoint(ck_dir, fp)
+        if rank != 0:  # rank 0 has tidied: the other ranks only look
+            latest = latest_checkpoint(ck_dir, fp)
     start_epoch, history, rank_checksums = 0, [], None
     if latest is not None:
         ck = load_checkpoint(latest)
