@@ -45,6 +45,11 @@ def _ds(c, name="lcd_ele"):
             r"'cernbox' is not one of \['synthetic', 'local', 'zenodo', 'root'\]",
         ),
         (lambda c: _ds(c).update(particle="muon"), r"'muon' is not one of"),
+        (
+            lambda c: _ds(c).update(simulation={"entry_point": "edge"}),
+            r"'edge' is not one of \['central_cell', 'axis'\](.|\n)*On instance\['datasets'\]\['lcd_ele'\]\['simulation'\]",
+        ),
+        (lambda c: _ds(c).update(accept_energy_scale="yes"), r"'yes' is not of type 'boolean'"),
         (lambda c: _ds(c)["energy"].pop("max_gev"), r"'max_gev' is a required property"),
         (lambda c: _ds(c)["angles"].update(theta_deg=[60, 190]), r"190 is greater than or equal"),
         (lambda c: _ds(c).update(source="local"), r"'local' is a required property"),
