@@ -38,6 +38,8 @@ def validate_config(config: dict[str, Any], schema: str | os.PathLike = DEFAULT_
 
 
 SIMULATED_PARTICLES = ("electron", "positron", "photon")
+#: grid geometries Geant4 builds (calofast.geant4.run)
+GEANT4_GEOMETRIES = ("lcd_ecal", "lcd_ecal_25", "ild_siw_ecal")
 
 
 def _geometry_info(name: str) -> tuple[tuple[int, ...] | None, bool, bool]:
@@ -88,6 +90,20 @@ def check_config(config: dict[str, Any]) -> None:
                     f"{where}.particle: the simulator makes electromagnetic showers only {list(SIMULATED_PARTICLES)}, "
                     f"not {ds['particle']!r}"
                 )
+        if source == "geant4":
+            if geo not in GEANT4_GEOMETRIES:
+                raise ConfigError(f"{where}.geometry: source geant4 builds {list(GEANT4_GEOMETRIES)}, not {geo!r}")
+            if ds["particle"] not in SIMULATED_PARTICLES:
+                raise ConfigError(
+                    f"{where}.particle: source geant4 shoots {list(SIMULATED_PARTICLES)}, not {ds['particle']!r}"
+                )
+            if (ds.get("angles") or {}).get("theta_deg"):
+                raise ConfigError(f"{where}.angles.theta_deg: source geant4 shoots at normal incidence only")
+        calibration = (ds.get("simulation") or {}).get("calibration", "geant4")
+        if calibration not in ("geant4", "none") and not str(calibration).endswith(".json"):
+            raise ConfigError(
+                f"{where}.simulation.calibration: geant4, none or the path of a calibration .json, not {calibration!r}"
+            )
         if source in ("local", "zenodo"):
             adapter = get_adapter(ds["format"])
             if adapter.geometries and geo not in adapter.geometries:
@@ -172,12 +188,15 @@ def check_config(config: dict[str, Any]) -> None:
                 )
         if prep.get("alignment_encoding", "none") != "none" and not has_alignment:
             raise ConfigError(f"{where}.alignment_encoding: geometry {ds['geometry']} has no cell alignment")
-    g4 = (config.get("benchmark") or {}).get("geant4") or {}
-    if g4.get("enabled") and not g4.get("data_dir"):
-        raise ConfigError(
-            "benchmark.geant4.data_dir: required when benchmark.geant4.enabled is true "
-            "(the Geant4 data sets, or surrogate tables; see README 'Speed benchmarks')"
-        )
+    for name, target in ((config.get("geant4") or {}).get("calibration") or {}).get("targets", {}).items():
+        if name != f"{target['geometry']}_{target['particle']}":
+            raise ConfigError(
+                f"geant4.calibration.targets.{name}: name it {target['geometry']}_{target['particle']} "
+                f"(<geometry>_<particle>, the simulator's calibration key)"
+            )
+        energies = target.get("energies_gev", [10, 50, 100])
+        if sorted(set(energies)) != list(energies):
+            raise ConfigError(f"geant4.calibration.targets.{name}.energies_gev: {energies} must rise strictly")
 
 
 def model_seeds(model: dict[str, Any]) -> list[int]:

@@ -65,6 +65,8 @@ rule benchmark_model:
 
 
 rule benchmark_geant4:
+    input:
+        unpack(benchmark_geant4_inputs),
     output:
         json="results/{dataset}/benchmark/geant4.json",
         csv="results/{dataset}/benchmark/geant4.csv",
@@ -78,6 +80,6 @@ rule benchmark_geant4:
         runtime=240,
     params:
         dataset=simulation_config,
-        geant4=config["benchmark"]["geant4"],
+        geant4=benchmark_geant4_settings,
     script:
         "../workflow_scripts/benchmark_geant4.py"

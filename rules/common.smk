@@ -6,6 +6,7 @@ import re
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from calofast.geant4.run import data_dir_from
 from calofast.models import get_family
 from calofast.config import (
     ConfigError,
@@ -346,11 +347,64 @@ def benchmark_inputs(wildcards):
     return inputs
 
 
+GEANT4 = config["geant4"]
+CALIBRATION_TARGETS = GEANT4["calibration"]["targets"]
+GEANT4_TABLES = "results/geant4/tables"
+
+
+def geant4_data_dir(configured=None):
+    """The Geant4 data directory: configured, from the environment, else the surrogate tables."""
+    found = data_dir_from(configured or GEANT4["data_dir"])
+    return str(found) if found else GEANT4_TABLES
+
+
+def geant4_inputs(wildcards):
+    """The surrogate tables' manifest where no Geant4 data directory is given."""
+    if data_dir_from(GEANT4["data_dir"]):
+        return {}
+    return {"tables": f"{GEANT4_TABLES}/calofast_tables.json"}
+
+
+def geant4_settings(wildcards):
+    return {"data_dir": geant4_data_dir(), "physics": GEANT4["physics"]}
+
+
+def benchmark_geant4_inputs(wildcards):
+    """The surrogate tables where neither benchmark.geant4 nor geant4 names a data directory."""
+    if config["benchmark"]["geant4"]["data_dir"]:
+        return {}
+    return geant4_inputs(wildcards)
+
+
+def benchmark_geant4_settings(wildcards):
+    """benchmark.geant4 with its data directory resolved (its own, else the geant4 block's)."""
+    settings = dict(config["benchmark"]["geant4"])
+    settings["data_dir"] = geant4_data_dir(settings["data_dir"])
+    return settings
+
+
+def calibration_target(wildcards):
+    return {"name": wildcards.target, **CALIBRATION_TARGETS[wildcards.target]}
+
+
+def calibration_settings(wildcards):
+    return {k: v for k, v in GEANT4["calibration"].items() if k != "targets"}
+
+
+def calibration_input(wildcards):
+    """A dataset's simulator calibration file, where it names one (a calibrate_simulator output
+    or a file of the user's)."""
+    setting = (DATASETS[wildcards.dataset].get("simulation") or {}).get(
+        "calibration", "geant4"
+    )
+    return [] if setting in ("geant4", "none") else [setting]
+
+
 GEANT4_GEOMETRIES = (
     "lcd_ecal",
     "lcd_ecal_25",
     "ild_siw_ecal",
-)  # calofast.benchmark.geant4 builds grid geometries
+)  # calofast.geant4.run builds grid geometries
 REFERENCE_BENCHMARK_KEYS = (
     "reference_batch_sizes",
     "warmup",
@@ -398,6 +452,8 @@ def get_final_output():
     out += [
         f"results/{name}/summary/energy_table.csv" for name in energy_table_datasets()
     ]
+    if GEANT4["calibration"]["enabled"]:
+        out += [f"results/calibration/{t}/comparison.csv" for t in CALIBRATION_TARGETS]
     for name, model in config["models"].items():  # scan points: through scan.csv only
         base = f"results/{model['dataset']}/{name}"
         if model.get("scan"):

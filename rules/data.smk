@@ -2,6 +2,8 @@
 
 
 rule simulate_synthetic:
+    input:
+        calibration_input,
     output:
         h5="data/{dataset}/showers.h5",
     log:

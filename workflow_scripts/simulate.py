@@ -1,4 +1,4 @@
-"""Snakemake adapter: simulate a synthetic dataset into data/{dataset}/showers.h5."""
+"""Snakemake adapter: simulate a synthetic or geant4 dataset into data/{dataset}/showers.h5."""
 
 from calofast.data.datasets import simulate_dataset
 from calofast.util.logs import job_log
@@ -12,4 +12,5 @@ if __name__ == "__main__":
             workers=snakemake.threads,
             repo=snakemake.scriptdir,
             storage=snakemake.params.storage,
+            geant4=snakemake.params.get("geant4"),
         )

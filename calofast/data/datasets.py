@@ -1,16 +1,18 @@
-"""Dataset helpers and the offline parametrised simulator source (``synthetic``).
+"""Dataset helpers and the simulated sources: the offline parametrised simulator
+(``synthetic``) and Geant4 itself (``geant4``, :mod:`calofast.geant4.run`).
 
 Files of the other sources (``local``, ``zenodo``, ``root``) are converted by
 :mod:`calofast.data.formats` and :mod:`calofast.data.root_source`.  All write the
-canonical layout of :mod:`calofast.data.io`.  Synthetic showers are
+canonical layout of :mod:`calofast.data.io`.  Simulated showers are
 produced in fixed blocks of :data:`RNG_BLOCK` showers, each with its own random
-stream derived from ``(seed, block index)``, so the output depends only on the
-dataset config and seed: not on the I/O chunking nor on the number of worker
-processes.
+stream derived from ``(seed, block index)`` (Geant4: every event seeded from
+``(seed, event index)``), so the output depends only on the dataset config and
+seed: not on the I/O chunking nor on the number of worker processes.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -24,6 +26,7 @@ import numpy as np
 from calofast.data import io
 from calofast.data.provenance import provenance
 from calofast.geometry import Geometry, get_geometry
+from calofast.simulation import calibration as sim_calibration
 from calofast.simulation.simulator import simulate
 from calofast.util.logs import progress as progress_bar
 
@@ -111,9 +114,20 @@ def sample_conditions(
     return e_gev * 1000.0, angles
 
 
+@functools.lru_cache(maxsize=16)
+def _calibration(setting: str, geometry: str, particle: str) -> sim_calibration.Calibration | None:
+    return sim_calibration.resolve(setting, geometry, particle)
+
+
+def dataset_calibration(ds: dict[str, Any]) -> sim_calibration.Calibration | None:
+    """The simulator calibration of a dataset (``simulation.calibration``; None: GFlash as published)."""
+    setting = (ds.get("simulation") or {}).get("calibration", "geant4")
+    return _calibration(str(setting), ds["geometry"], ds["particle"])
+
+
 def simulate_showers(ds: dict[str, Any], geometry: Geometry, energy: np.ndarray, angles, rng: np.random.Generator):
     """The simulator on conditions, with the dataset's ``simulation`` options (stochastic term,
-    entry point); the simulator's batch."""
+    entry point, calibration); the simulator's batch."""
     sim = ds.get("simulation") or {}
     return simulate(
         geometry,
@@ -123,11 +137,13 @@ def simulate_showers(ds: dict[str, Any], geometry: Geometry, energy: np.ndarray,
         rng,
         stochastic_term=sim.get("stochastic_term"),
         entry_point=sim.get("entry_point", "central_cell"),
+        calibration=dataset_calibration(ds),
     )
 
 
-def simulate_block(ds: dict[str, Any], block: int) -> dict[str, np.ndarray]:
-    """Simulate block ``block`` of a synthetic dataset; arrays keyed as in the file."""
+def simulate_block(ds: dict[str, Any], block: int, geant4: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """Simulate block ``block`` of a synthetic or geant4 dataset (``geant4``: the run settings
+    ``data_dir`` and ``physics`` of source geant4); arrays keyed as in the file."""
     geometry = get_geometry(ds["geometry"])
     n_total = int(ds["n_showers"])
     first = block * RNG_BLOCK
@@ -135,15 +151,31 @@ def simulate_block(ds: dict[str, Any], block: int) -> dict[str, np.ndarray]:
     rng = block_rng(ds["seed"], block)
     energy, angles = sample_conditions(ds, rng, first, n)
     sim = ds.get("simulation") or {}
-    batch = simulate_showers(ds, geometry, energy, angles, rng)
-    showers = batch.showers
+    batch = None
+    if ds.get("source") == "geant4":
+        from calofast.geant4.run import simulate as geant4_simulate
+
+        settings = geant4 or {}
+        showers = geant4_simulate(
+            geometry.name,
+            ds["particle"],
+            energy / 1e3,
+            int(ds["seed"]),
+            first,
+            settings.get("physics", "opt0"),
+            settings["data_dir"],
+            sim.get("entry_point", "central_cell"),
+        )
+    else:
+        batch = simulate_showers(ds, geometry, energy, angles, rng)
+        showers = batch.showers
     threshold = float(sim.get("cell_threshold_mev") or 0.0)
     if threshold > 0:
         showers[showers < threshold] = 0.0
     out = {"showers": showers, "energy": energy.astype(np.float32)}
     for key, value in angles.items():
         out[key] = value.astype(np.float32)
-    if geometry.has_alignment:
+    if geometry.has_alignment and batch is not None:
         out["alignment"] = batch.alignment
     return out
 
@@ -170,17 +202,27 @@ def simulate_dataset(
     progress: bool = True,
     repo: str | os.PathLike | None = None,
     storage: dict[str, Any] | None = None,
+    geant4: dict[str, Any] | None = None,
 ) -> Path:
-    """Simulate a synthetic dataset into a canonical file (atomically).
+    """Simulate a synthetic or geant4 dataset into a canonical file (atomically).
 
     Memory is bounded by ``2 * workers`` blocks in flight; ``storage`` holds
-    the HDF5 ``compression`` and ``compression_level``.
+    the HDF5 ``compression`` and ``compression_level``; ``geant4`` the run settings
+    (``data_dir``, ``physics``) of source geant4.
     """
     geometry = get_geometry(ds["geometry"])
     n_total = int(ds["n_showers"])
     storage = storage or {}
     keys = dataset_keys(ds, geometry)
-    prov = provenance(ds, seed=int(ds["seed"]), repo=repo, extra={"source": "synthetic"})
+    extra: dict[str, Any] = {"source": ds.get("source", "synthetic")}
+    if extra["source"] == "geant4":
+        from calofast.geant4.run import run_provenance
+
+        extra["geant4"] = run_provenance((geant4 or {}).get("data_dir"), (geant4 or {}).get("physics", "opt0"))
+    else:
+        cal = dataset_calibration(ds)
+        extra["calibration"] = "GFlash as published (none)" if cal is None else cal.provenance
+    prov = provenance(ds, seed=int(ds["seed"]), repo=repo, extra=extra)
     n_blocks = math.ceil(n_total / RNG_BLOCK)
     bar = progress_bar(n_total, f"simulate {geometry.name}", progress)
     with io.ShowerWriter(
@@ -191,7 +233,7 @@ def simulate_dataset(
         n_rows=n_total,
         **io.storage_kwargs(storage),
     ) as writer:
-        for arrays in _blocks(ds, n_blocks, workers):
+        for arrays in _blocks(ds, n_blocks, workers, geant4):
             writer.append(arrays)
             bar.update(arrays["showers"].shape[0])
         writer.commit()
@@ -199,17 +241,18 @@ def simulate_dataset(
     return Path(out_path)
 
 
-def _blocks(ds: dict[str, Any], n_blocks: int, workers: int):
+def _blocks(ds: dict[str, Any], n_blocks: int, workers: int, geant4: dict[str, Any] | None = None):
     """Yield simulated blocks in order, optionally from worker processes."""
-    if workers <= 1 or n_blocks <= 1:
+    if (workers <= 1 or n_blocks <= 1) and ds.get("source") != "geant4":
         for b in range(n_blocks):
             yield simulate_block(ds, b)
         return
+    workers = max(1, min(workers, n_blocks))  # Geant4 runs in worker processes (one run manager each)
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
         pending = []
         nxt = 0
         while nxt < n_blocks or pending:
             while nxt < n_blocks and len(pending) < 2 * workers:
-                pending.append(pool.submit(simulate_block, ds, nxt))
+                pending.append(pool.submit(simulate_block, ds, nxt, geant4))
                 nxt += 1
             yield pending.pop(0).result()

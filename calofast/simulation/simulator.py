@@ -33,6 +33,7 @@ from scipy.special import gammainc
 
 from calofast.geometry import Geometry
 from calofast.simulation import gflash
+from calofast.simulation.calibration import Calibration
 
 #: Largest number of spot positions generated at once (bounds temporary memory).
 MAX_SPOTS_PER_PASS = 2_000_000
@@ -66,17 +67,27 @@ def simulate(
     tuning: gflash.GFlashTuning = gflash.DEFAULT_TUNING,
     stochastic_term: float | None = None,
     entry_point: str = "central_cell",
+    calibration: Calibration | None = None,
 ) -> SimBatch:
     """Simulate one batch of showers of incident energies ``energy_mev`` (``entry_point``: where
-    the axes of grid-geometry showers enter, :meth:`GridCalorimeter.entry_points`)."""
+    the axes of grid-geometry showers enter, :meth:`GridCalorimeter.entry_points`;
+    ``calibration``: corrections fitted to Geant4, :mod:`calofast.simulation.calibration`;
+    None - the GFlash parametrisation as published)."""
     e_mev = np.asarray(energy_mev, dtype=np.float64)
     n = e_mev.shape[0]
     e_gev = e_mev / 1000.0
+    cal = calibration or Calibration()
+    if stochastic_term is None:
+        stochastic_term = cal.stochastic_term
     a = geometry.stochastic_term if stochastic_term is None else stochastic_term
     layers = geometry.layers
     n_layers = len(layers)
+    if cal.layer_response and len(cal.layer_response[0]) != n_layers:
+        raise ValueError(
+            f"calibration has {len(cal.layer_response[0])} layer responses, {geometry.name} {n_layers} layers"
+        )
 
-    prof = gflash.sample_longitudinal(e_mev, geometry.shower_medium, rng, tuning)
+    prof = gflash.sample_longitudinal(e_mev, geometry.shower_medium, rng, tuning, cal.depth_sigma_scale)
     if particle == "photon":
         t0 = rng.exponential(tuning.photon_conversion_x0, n)
     elif particle in ("electron", "positron"):
@@ -102,14 +113,23 @@ def simulate(
     e_fl = np.zeros_like(e_dep)
     e_fl[pos] = rng.gamma(e_dep[pos] / a2, a2)
     weights = np.array([ly.weight for ly in layers])
-    e_meas = e_fl * weights[None, :] * 1000.0  # MeV
+    e_meas = e_fl * weights[None, :] * 1000.0 * cal.response(e_gev)  # MeV
 
     # spots per layer
-    a_s, b_s = gflash.spot_profile(prof, geometry.shower_medium.z_eff, tuning)
-    q = gammainc(a_s[:, None], b_s[:, None] * rel_hi) - gammainc(a_s[:, None], b_s[:, None] * rel_lo)
-    n_mean = gflash.spot_count(e_gev, a, tuning)[:, None] * np.maximum(q, 0.0)
+    if not cal.particle_spots:  # GFlash: N = 10.3/a E^0.959 spots along the spot profile
+        a_s, b_s = gflash.spot_profile(prof, geometry.shower_medium.z_eff, tuning)
+        q = gammainc(a_s[:, None], b_s[:, None] * rel_hi) - gammainc(a_s[:, None], b_s[:, None] * rel_lo)
+        n_mean = cal.spot_count_scale * gflash.spot_count(e_gev, a, tuning)[:, None] * np.maximum(q, 0.0)
+    else:  # calibrated: particle-like spots (mean energy of a core-tail mix)
+        n_mean = cal.spot_count_scale * e_meas / (0.5 * (cal.mean_spot_energy() + cal.mean_spot_energy(tail=True)))
     n_spots = rng.poisson(n_mean)
     n_spots = np.where(e_meas > 0, np.maximum(n_spots, 1), 0)
+    n_early = None
+    if cal.early_mev:  # early particles (primary, first pairs, albedo) of the first layers
+        early = cal.early(e_gev)
+        n_early = rng.poisson(early / cal.mean_spot_energy())
+        n_spots[:, : early.shape[1]] += n_early
+        e_meas[:, : early.shape[1]] += n_early * cal.mean_spot_energy()
 
     # lateral profile at the layer centre
     t_mid = 0.5 * (rel_lo + rel_hi)
@@ -119,10 +139,17 @@ def simulate(
     pc = np.empty((n, n_layers))
     for j, ly in enumerate(layers):
         rc[:, j], rt[:, j], pc[:, j] = gflash.lateral_params(e_gev, tau[:, j], ly.medium, tuning)
+    rc *= cal.core_radius_scale
+    rt *= cal.tail_radius_scale
+    pc = np.clip(pc * cal.core_weight_scale, 0.0, 1.0)
     rm = np.array([ly.medium.rm_mm for ly in layers])[None, :]
     n_core = rng.binomial(n_spots, pc)
+    if n_early is not None:  # early particles stay near the axis
+        n_core[:, : n_early.shape[1]] = np.minimum(
+            n_core[:, : n_early.shape[1]] + n_early, n_spots[:, : n_early.shape[1]]
+        )
 
-    showers = _deposit(geometry, place, n_spots, n_core, rc * rm, rt * rm, e_meas, rng)
+    showers = _deposit(geometry, place, n_spots, n_core, rc * rm, rt * rm, e_meas, rng, cal)
     return SimBatch(
         showers=showers.reshape((n, *geometry.cell_shape)),
         alignment=place.alignment,
@@ -143,6 +170,7 @@ def _deposit(
     r_tail_mm: np.ndarray,
     e_meas: np.ndarray,
     rng: np.random.Generator,
+    cal: Calibration | None = None,
 ) -> np.ndarray:
     """Bin the spots of all showers onto the read-out cells, (N, n_cells) float32.
 
@@ -174,6 +202,7 @@ def _deposit(
     gbase = (np.arange(n)[:, None] * n_cells + base[None, :]).astype(index_type)
     gbase = np.repeat(gbase, 2, axis=1).reshape(-1)
     layer_of = np.tile(np.repeat(np.arange(n_layers, dtype=np.int32), 2), n)
+    tail_of = np.tile(np.array([False, True]), n * n_layers)
     lim_u = float(n_u.max()) + 1.0
     lim_v = float(n_v.max()) + 1.0
 
@@ -209,10 +238,15 @@ def _deposit(
             ok = (iu.view(np.uint32) < n_u[lay].view(np.uint32)) & (iv.view(np.uint32) < n_v[lay].view(np.uint32))
             flat = np.repeat(gbase[sl], c) + iu * su[lay] + iv * sv[lay]
         flat[~ok] = dump
-        # spot energies fluctuate (Gamma of shape 2) around the mean, renormalised so that
-        # every (shower, layer, core|tail) group keeps exactly its energy
-        g = rng.standard_exponential(total, dtype=np.float32)  # Gamma(2) as the sum of two exponentials
-        g += rng.standard_exponential(total, dtype=np.float32)
+        # spot energies fluctuate (Gamma of shape 2, or the calibration's particle-like spectrum)
+        # around the mean, renormalised so that every (shower, layer, core|tail) group keeps exactly its energy
+        if cal is not None and cal.particle_spots:
+            g = cal.spot_energies(rng, np.repeat(tail_of[sl], c))
+        elif cal is None or cal.spot_shape == 2.0:  # the sum of two exponentials (uncalibrated stream)
+            g = rng.standard_exponential(total, dtype=np.float32)
+            g += rng.standard_exponential(total, dtype=np.float32)
+        else:
+            g = rng.standard_gamma(cal.spot_shape, total, dtype=np.float32)
         nonempty = np.flatnonzero(c)
         starts = np.concatenate([[0], np.cumsum(c[nonempty])[:-1]])
         gsum = np.add.reduceat(g, starts)

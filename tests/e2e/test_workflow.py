@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -21,6 +22,8 @@ from calofast.benchmark.timing import CSV_COLUMNS
 from calofast.data import io
 from calofast.data.datasets import simulate_dataset
 from calofast.data.provenance import sha256_file
+from calofast.geant4.run import available as geant4_available
+from calofast.simulation.shapes import TARGETS
 from tests.fakes.inputs import ILD_LAYER_EDGES, ild_hits, write_calochallenge, write_root
 from tests.fakes.zenodo_server import FakeZenodo
 
@@ -462,3 +465,73 @@ def test_wrong_zenodo_record_fails_without_output(repo_root, inputs, tmp_path):
     assert proc.returncode != 0
     assert "Zenodo record 1 not found" in proc.stdout + proc.stderr
     assert not (tmp_path / "resources" / "cc_toy" / "zenodo" / "manifest.json").exists()
+
+
+def test_geant4_source_and_simulator_calibration_through_snakemake(repo_root, inputs, tmp_path):
+    """source geant4 on a tiny sample, the Geant4 reference run, the calibration fit, and a
+    synthetic dataset simulated with the fitted calibration: the whole chain, offline."""
+    if not geant4_available():
+        pytest.skip("needs the geant4 extra (geant4_pybind, xraydb)")
+
+    def mutate(cfg):
+        cfg["datasets"] = {
+            "g4_ild": {
+                "source": "geant4",
+                "geometry": "ild_siw_ecal",
+                "particle": "photon",
+                "n_showers": 6,
+                "seed": 4,
+                "energy": {"distribution": "uniform", "min_gev": 2, "max_gev": 4},
+            },
+            "sim_ild": {
+                "source": "synthetic",
+                "geometry": "ild_siw_ecal",
+                "particle": "photon",
+                "n_showers": 20,
+                "seed": 5,
+                "energy": {"distribution": "uniform", "min_gev": 5, "max_gev": 10},
+                "simulation": {"calibration": "results/calibration/ild_siw_ecal_photon/calibration.json"},
+            },
+        }
+        cfg["preprocessing"], cfg["models"] = {}, {}
+        cfg["geant4"] = {
+            "calibration": {
+                "enabled": True,
+                "simulator_showers": 20,
+                "fit_evaluations": 3,
+                "fit_rounds": 1,
+                "targets": {
+                    "ild_siw_ecal_photon": {
+                        "geometry": "ild_siw_ecal",
+                        "particle": "photon",
+                        "energies_gev": [5, 10],
+                        "n_showers": 10,
+                    }
+                },
+            }
+        }
+
+    write_config(tmp_path, inputs, mutate)
+    env_free = {k: v for k, v in os.environ.items() if k not in ("CALOFAST_G4_DATA", "GEANT4_DATA_DIR")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(repo_root / "Snakefile"), "-d", str(tmp_path), "--cores", "2"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env_free,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "results" / "geant4" / "tables" / "calofast_tables.json").is_file()
+    with h5py.File(tmp_path / "data" / "g4_ild" / "showers.h5") as f:
+        prov = io.read_attrs(f)["provenance"]
+        assert f["showers"].shape == (6, 30, 30, 30)
+    assert prov["source"] == "geant4" and prov["geant4"]["label"] == "Geant4 with surrogate low-energy tables"
+    cal_dir = tmp_path / "results" / "calibration" / "ild_siw_ecal_photon"
+    table = (cal_dir / "comparison.csv").read_text().splitlines()
+    assert table[0].startswith("energy_gev,quantity,geant4,gflash,calibrated")
+    assert len(table) == 1 + 2 * (len(TARGETS) + 1)  # every quantity and the judge AUC per energy
+    calibration = json.loads((cal_dir / "calibration.json").read_text())
+    assert calibration["energies_gev"] == [5.0, 10.0] and calibration["provenance"]["label"].startswith("Geant4 with")
+    with h5py.File(tmp_path / "data" / "sim_ild" / "showers.h5") as f:
+        prov = io.read_attrs(f)["provenance"]
+    assert prov["calibration"]["showers_per_point"] == {"5": 10, "10": 10}

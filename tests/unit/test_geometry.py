@@ -115,7 +115,7 @@ def test_entry_points_of_grid_geometries(name, n, cell_mm):
 
 
 def test_the_geant4_gun_follows_the_entry_rule():
-    from calofast.benchmark.geant4 import gun_positions_mm
+    from calofast.geant4.run import gun_positions_mm
 
     ild = get_geometry("ild_siw_ecal")
     p = gun_positions_mm(ild, 500, seed=3, offset=10, entry="central_cell")

@@ -105,7 +105,7 @@ def test_the_top_level_is_subpackages_by_concern():
     assert flat == ["config.py"]  # the workflow configuration; everything else lives in a subpackage
     subpackages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
     assert subpackages == {
-        "benchmark", "data", "generation", "geometry", "metrics", "models", "selection", "simulation",
+        "benchmark", "data", "geant4", "generation", "geometry", "metrics", "models", "selection", "simulation",
         "training", "util", "validation",
     }  # fmt: skip
 
@@ -154,7 +154,7 @@ def test_the_slurm_profile_routes_gpu_jobs_to_the_gpu_partition(tmp_path):
 #: import name -> distribution name, where they differ
 DISTRIBUTIONS = {"sklearn": "scikit-learn", "skimage": "scikit-image", "yaml": "pyyaml", "ot": "POT"}
 #: imported only behind an optional extra (with a clear error when missing)
-OPTIONAL = {"geant4_pybind"}
+OPTIONAL = {"geant4_pybind", "xraydb"}
 
 
 def test_every_third_party_import_is_a_declared_dependency():

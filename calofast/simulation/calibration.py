@@ -1,0 +1,175 @@
+"""Corrections of the offline simulator fitted to Geant4 showers of the same geometry.
+
+The GFlash parametrisation (:mod:`calofast.simulation.gflash`) was fitted to homogeneous and
+sampling calorimeters of the early 1990s; on the thin-silicon Si-W ECALs its showers are too
+narrow, too sparse and too shallow at the start (see ``docs/simulator.md``).  A
+:class:`Calibration` corrects it per (geometry, particle), the way fast simulations are tuned to
+the full simulation (ATLAS FastCaloSim takes its layer energies from Geant4 parametrisations):
+
+* ``layer_response`` - per energy point and read-out layer, the ratio of Geant4's mean visible
+  layer energy to the uncalibrated simulator's (interpolated in ln E, constant outside the
+  points); it carries the depth dependence of the sampling fraction, the first layer's
+  back-scattered and early-shower energy and the last layer's missing back-splash;
+* ``core_radius_scale``, ``tail_radius_scale``, ``core_weight_scale`` - the lateral profile;
+* ``spot_count_scale``, ``spot_shape`` - number of energy spots and the Gamma shape of their
+  energies (occupancy and the cell-energy spectrum);
+* ``depth_sigma_scale``, ``stochastic_term`` - the shower-to-shower fluctuations.
+
+:func:`fit` derives them from Geant4 reference points (:mod:`calofast.simulation.shapes`); the
+shipped calibrations live in ``calofast/simulation/calibrations/<geometry>_<particle>.json``
+with their provenance (Geant4 release, physics list, data tables, sample sizes).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SHIPPED = Path(__file__).with_name("calibrations")
+#: the parameters :func:`fit` varies, with their starting values and bounds
+FIT_PARAMETERS = {
+    "core_radius_scale": (1.0, (0.3, 4.0)),
+    "tail_radius_scale": (1.4, (0.3, 6.0)),
+    "core_weight_scale": (0.9, (0.2, 1.5)),
+    "spot_count_scale": (1.0, (0.2, 5.0)),
+    "depth_sigma_scale": (1.2, (0.3, 3.0)),
+    "mip_mpv_mev": (0.15, (0.05, 0.4)),
+    "mip_width_mev": (0.02, (0.002, 0.2)),
+    "soft_fraction": (0.2, (0.01, 0.8)),
+    "tail_soft_fraction": (0.4, (0.01, 0.9)),
+    "soft_mev": (0.03, (0.003, 0.3)),
+}
+#: layers whose early-particle energy is fitted (the rest of their energy follows the profile)
+EARLY_LAYERS = 2
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Simulator corrections (the defaults change nothing)."""
+
+    energies_gev: tuple[float, ...] = ()
+    layer_response: tuple[tuple[float, ...], ...] = ()
+    core_radius_scale: float = 1.0
+    tail_radius_scale: float = 1.0
+    core_weight_scale: float = 1.0
+    spot_count_scale: float = 1.0
+    spot_shape: float = 2.0
+    depth_sigma_scale: float = 1.0
+    stochastic_term: float | None = None
+    #: particle-like spots (false: GFlash spot counts with Gamma(spot_shape) energies): one spot
+    #: per mean spot energy (times spot_count_scale), energies from a Moyal (Landau-like) MIP peak
+    #: of most probable value mip_mpv_mev and width mip_width_mev, and a share soft_fraction of
+    #: soft spots (exponential, mean soft_mev; tail_soft_fraction among the radial tail's spots)
+    #: from stopping electrons and photon interactions
+    particle_spots: bool = False
+    mip_mpv_mev: float = 0.15
+    mip_width_mev: float = 0.015
+    soft_fraction: float = 0.2
+    tail_soft_fraction: float = 0.2  # the soft share of the spots of the radial tail
+    soft_mev: float = 0.03
+    #: per energy point and first layers: mean visible energy of early particles [MeV]
+    early_mev: tuple[tuple[float, ...], ...] = ()
+    provenance: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def response(self, e_gev: np.ndarray) -> np.ndarray:
+        """(N, layers) response factors of showers of energies ``e_gev`` (1 without a table)."""
+        if not self.layer_response:
+            return np.ones((np.shape(e_gev)[0], 1))
+        return _interpolate(self.energies_gev, self.layer_response, e_gev)
+
+    def early(self, e_gev: np.ndarray) -> np.ndarray:
+        """(N, first layers) mean early-particle energy of showers of energies ``e_gev``."""
+        return _interpolate(self.energies_gev, self.early_mev, e_gev)
+
+    def spot_energies(self, rng: np.random.Generator, tail: np.ndarray) -> np.ndarray:
+        """Particle-like energies [MeV] (float32) of spots of the core (``tail`` false) or tail."""
+        n = tail.shape[0]
+        z = rng.standard_normal(n, dtype=np.float32)
+        mip = self.mip_mpv_mev - self.mip_width_mev * np.log(np.maximum(z * z, np.float32(1e-30)))
+        soft = rng.standard_exponential(n, dtype=np.float32) * np.float32(self.soft_mev)
+        share = np.where(tail, np.float32(self.tail_soft_fraction), np.float32(self.soft_fraction))
+        out = np.where(rng.random(n, dtype=np.float32) < share, soft, mip)
+        return np.maximum(out, np.float32(1e-4)).astype(np.float32)
+
+    def mean_spot_energy(self, tail: bool = False) -> float:
+        """Mean of :meth:`spot_energies` (Moyal mean = MPV + width (Euler gamma + ln 2))."""
+        mip = self.mip_mpv_mev + self.mip_width_mev * (0.5772156649 + np.log(2.0))
+        f = self.tail_soft_fraction if tail else self.soft_fraction
+        return float((1.0 - f) * mip + f * self.soft_mev)
+
+    def with_params(self, **values: float) -> Calibration:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data.update(values)
+        return Calibration(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["energies_gev"] = list(self.energies_gev)
+        data["layer_response"] = [list(row) for row in self.layer_response]
+        data["early_mev"] = [list(row) for row in self.early_mev]
+        return data
+
+
+def _interpolate(energies_gev, table, e_gev: np.ndarray) -> np.ndarray:
+    """Rows of ``table`` (one per energy point) interpolated linearly in ln E, constant outside."""
+    e_gev = np.asarray(e_gev, dtype=np.float64)
+    table = np.asarray(table, dtype=np.float64)
+    if table.shape[0] == 1:
+        return np.repeat(table, e_gev.shape[0], axis=0)
+    x = np.log(np.asarray(energies_gev, dtype=np.float64))
+    le = np.clip(np.log(np.maximum(e_gev, 1e-9)), x[0], x[-1])
+    i = np.clip(np.searchsorted(x, le) - 1, 0, len(x) - 2)
+    w = ((le - x[i]) / (x[i + 1] - x[i]))[:, None]
+    return (1.0 - w) * table[i] + w * table[i + 1]
+
+
+def from_dict(data: dict[str, Any]) -> Calibration:
+    """A :class:`Calibration` from its JSON form, naming unknown keys."""
+    known = {f.name for f in fields(Calibration)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"calibration keys {unknown} unknown; known: {sorted(known)}")
+    data = dict(data)
+    data["energies_gev"] = tuple(float(e) for e in data.get("energies_gev", ()))
+    for key in ("layer_response", "early_mev"):
+        data[key] = tuple(tuple(float(v) for v in row) for row in data.get(key, ()))
+        if data[key] and len(data[key]) != max(len(data["energies_gev"]), 1):
+            raise ValueError(f"calibration: one {key} row per energies_gev entry")
+    if data["early_mev"] and not data.get("particle_spots"):
+        raise ValueError("calibration: early_mev needs particle_spots")
+    return Calibration(**data)
+
+
+def load(path: str | Path) -> Calibration:
+    """Read a calibration JSON file (as :func:`fit` writes it)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"simulation.calibration: cannot read {path}: {err}") from err
+    try:
+        return from_dict(data)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"simulation.calibration {path}: {err}") from err
+
+
+def shipped(geometry: str, particle: str) -> Calibration | None:
+    """The calibration shipped for (geometry, particle); positrons use the electrons' one."""
+    particle = "electron" if particle == "positron" else particle
+    path = SHIPPED / f"{geometry}_{particle}.json"
+    return load(path) if path.is_file() else None
+
+
+def resolve(setting: str | None, geometry: str, particle: str) -> Calibration | None:
+    """The calibration a dataset's ``simulation.calibration`` names: ``geant4`` (the shipped
+    one of the geometry and particle, none where there is none), ``none`` (GFlash as published)
+    or a JSON file."""
+    if setting in (None, "geant4"):
+        return shipped(geometry, particle)
+    if setting == "none":
+        return None
+    return load(setting)
