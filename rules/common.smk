@@ -9,6 +9,7 @@ from snakemake.utils import validate
 from calofast.geant4.run import data_dir_from
 from calofast.models import get_family
 from calofast.config import (
+    GEANT4_GEOMETRIES,
     ConfigError,
     all_models,
     check_config,
@@ -400,11 +401,6 @@ def calibration_input(wildcards):
     return [] if setting in ("geant4", "none") else [setting]
 
 
-GEANT4_GEOMETRIES = (
-    "lcd_ecal",
-    "lcd_ecal_25",
-    "ild_siw_ecal",
-)  # calofast.geant4.run builds grid geometries
 REFERENCE_BENCHMARK_KEYS = (
     "reference_batch_sizes",
     "warmup",

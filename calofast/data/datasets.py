@@ -116,7 +116,10 @@ def sample_conditions(
 
 @functools.lru_cache(maxsize=16)
 def _calibration(setting: str, geometry: str, particle: str) -> sim_calibration.Calibration | None:
-    return sim_calibration.resolve(setting, geometry, particle)
+    cal = sim_calibration.resolve(setting, geometry, particle)
+    if cal is None and setting == "geant4" and geometry != "atlas_em_barrel":
+        log.warning("no Geant4 calibration of the simulator for %s %ss: GFlash as published", geometry, particle)
+    return cal
 
 
 def dataset_calibration(ds: dict[str, Any]) -> sim_calibration.Calibration | None:

@@ -302,10 +302,14 @@ def _init(geometry_name: str, particle: str, physics: str, data_dir: str) -> dic
 
 def gun_positions_mm(geometry: GridCalorimeter, n: int, seed: int, offset: int, entry: str) -> np.ndarray:
     """(n, 2) gun positions [mm from the grid's centre] of events ``offset`` .. ``offset + n``,
-    drawn by the simulator's entry-point rule (:meth:`GridCalorimeter.entry_points`), seeded
-    by (seed, offset)."""
-    x, y = geometry.entry_points(np.random.default_rng([int(seed), int(offset), 29]), n, entry)
-    return np.stack(geometry.entry_offsets_mm(x, y), axis=1)
+    drawn by the simulator's entry-point rule (:meth:`GridCalorimeter.entry_points`), each event
+    from its own stream (seed, event index): independent of how events are chunked."""
+    points = [
+        geometry.entry_points(np.random.default_rng([int(seed), int(offset + i), 29]), 1, entry) for i in range(n)
+    ]
+    x = np.array([p[0][0] for p in points], dtype=np.float64)
+    y = np.array([p[1][0] for p in points], dtype=np.float64)
+    return np.stack(geometry.entry_offsets_mm(x, y), axis=1).reshape(n, 2)
 
 
 def simulate(

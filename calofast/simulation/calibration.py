@@ -11,8 +11,11 @@ the full simulation (ATLAS FastCaloSim takes its layer energies from Geant4 para
   points); it carries the depth dependence of the sampling fraction, the first layer's
   back-scattered and early-shower energy and the last layer's missing back-splash;
 * ``core_radius_scale``, ``tail_radius_scale``, ``core_weight_scale`` - the lateral profile;
-* ``spot_count_scale``, ``spot_shape`` - number of energy spots and the Gamma shape of their
-  energies (occupancy and the cell-energy spectrum);
+* ``particle_spots`` and its spectrum (``mip_mpv_mev``, ``mip_width_mev``, ``soft_fraction``,
+  ``tail_soft_fraction``, ``soft_mev``, ``soft_shape``) with ``spot_count_scale`` - spots as
+  (groups of) the charged particles crossing the sensor instead of GFlash's spots (``spot_shape``):
+  the occupancy and the cell-energy spectrum;
+* ``early_mev`` - the first layers' energy of early particles (primary, first pairs, albedo);
 * ``depth_sigma_scale``, ``stochastic_term`` - the shower-to-shower fluctuations.
 
 :func:`fit` derives them from Geant4 reference points (:mod:`calofast.simulation.shapes`); the
@@ -40,8 +43,9 @@ FIT_PARAMETERS = {
     "mip_mpv_mev": (0.15, (0.05, 0.4)),
     "mip_width_mev": (0.02, (0.002, 0.2)),
     "soft_fraction": (0.2, (0.01, 0.8)),
-    "tail_soft_fraction": (0.4, (0.01, 0.9)),
+    "tail_soft_fraction": (0.4, (0.01, 0.995)),
     "soft_mev": (0.03, (0.003, 0.3)),
+    "soft_shape": (1.0, (0.2, 5.0)),
 }
 #: layers whose early-particle energy is fitted (the rest of their energy follows the profile)
 EARLY_LAYERS = 2
@@ -63,7 +67,8 @@ class Calibration:
     #: particle-like spots (false: GFlash spot counts with Gamma(spot_shape) energies): one spot
     #: per mean spot energy (times spot_count_scale), energies from a Moyal (Landau-like) MIP peak
     #: of most probable value mip_mpv_mev and width mip_width_mev, and a share soft_fraction of
-    #: soft spots (exponential, mean soft_mev; tail_soft_fraction among the radial tail's spots)
+    #: soft spots (Gamma of shape soft_shape and mean soft_mev; tail_soft_fraction among the
+    #: radial tail's spots)
     #: from stopping electrons and photon interactions
     particle_spots: bool = False
     mip_mpv_mev: float = 0.15
@@ -71,6 +76,7 @@ class Calibration:
     soft_fraction: float = 0.2
     tail_soft_fraction: float = 0.2  # the soft share of the spots of the radial tail
     soft_mev: float = 0.03
+    soft_shape: float = 1.0  # Gamma shape of the soft spots' energies (1: exponential)
     #: per energy point and first layers: mean visible energy of early particles [MeV]
     early_mev: tuple[tuple[float, ...], ...] = ()
     provenance: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -90,7 +96,12 @@ class Calibration:
         n = tail.shape[0]
         z = rng.standard_normal(n, dtype=np.float32)
         mip = self.mip_mpv_mev - self.mip_width_mev * np.log(np.maximum(z * z, np.float32(1e-30)))
-        soft = rng.standard_exponential(n, dtype=np.float32) * np.float32(self.soft_mev)
+        if self.soft_shape == 1.0:
+            soft = rng.standard_exponential(n, dtype=np.float32) * np.float32(self.soft_mev)
+        else:
+            soft = rng.standard_gamma(self.soft_shape, n, dtype=np.float32) * np.float32(
+                self.soft_mev / self.soft_shape
+            )
         share = np.where(tail, np.float32(self.tail_soft_fraction), np.float32(self.soft_fraction))
         out = np.where(rng.random(n, dtype=np.float32) < share, soft, mip)
         return np.maximum(out, np.float32(1e-4)).astype(np.float32)
@@ -157,10 +168,15 @@ def load(path: str | Path) -> Calibration:
         raise ValueError(f"simulation.calibration {path}: {err}") from err
 
 
+#: geometries that share another's calibration (the same layers and cells, a smaller window)
+ALIASES = {"lcd_ecal_25": "lcd_ecal"}
+
+
 def shipped(geometry: str, particle: str) -> Calibration | None:
-    """The calibration shipped for (geometry, particle); positrons use the electrons' one."""
+    """The calibration shipped for (geometry, particle); positrons use the electrons' one,
+    ``lcd_ecal_25`` the LCD's."""
     particle = "electron" if particle == "positron" else particle
-    path = SHIPPED / f"{geometry}_{particle}.json"
+    path = SHIPPED / f"{ALIASES.get(geometry, geometry)}_{particle}.json"
     return load(path) if path.is_file() else None
 
 

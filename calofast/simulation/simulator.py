@@ -22,6 +22,10 @@ One call simulates a batch of showers:
    cell-energy spectrum;
 6. spots are binned onto the layer's read-out window; energy outside the window
    is lost, as in the datasets, which keep a fixed window around the shower.
+
+A :class:`~calofast.simulation.calibration.Calibration` fitted to Geant4 corrects steps 2-5:
+layer responses and early-particle energy, lateral scales, particle-like spots and the
+fluctuation widths (None: the parametrisation as published).
 """
 
 from __future__ import annotations
@@ -143,11 +147,14 @@ def simulate(
     rt *= cal.tail_radius_scale
     pc = np.clip(pc * cal.core_weight_scale, 0.0, 1.0)
     rm = np.array([ly.medium.rm_mm for ly in layers])[None, :]
-    n_core = rng.binomial(n_spots, pc)
-    if n_early is not None:  # early particles stay near the axis
-        n_core[:, : n_early.shape[1]] = np.minimum(
-            n_core[:, : n_early.shape[1]] + n_early, n_spots[:, : n_early.shape[1]]
-        )
+    if n_early is None:
+        n_core = rng.binomial(n_spots, pc)
+    else:  # early particles stay near the axis: the core
+        first = n_early.shape[1]
+        regular = n_spots.copy()
+        regular[:, :first] -= n_early
+        n_core = rng.binomial(regular, pc)
+        n_core[:, :first] += n_early
 
     showers = _deposit(geometry, place, n_spots, n_core, rc * rm, rt * rm, e_meas, rng, cal)
     return SimBatch(

@@ -88,15 +88,21 @@ def fit(
     rounds: int = 2,
     max_evaluations: int = 150,
     provenance: dict[str, Any] | None = None,
+    start: Calibration | None = None,
 ) -> tuple[Calibration, dict[float, list[dict[str, Any]]]]:
     """Fit the layer-response table (exactly, from the mean profiles) and the parameters of
     :data:`FIT_PARAMETERS` (Nelder-Mead in log space on :func:`loss`, fixed seeds), alternating
-    ``rounds`` times; returns the calibration and its comparison rows."""
+    ``rounds`` times, from the parameters of ``start`` (else the table's starting values);
+    returns the calibration and its comparison rows."""
     names = list(FIT_PARAMETERS)
     lo = np.log([FIT_PARAMETERS[k][1][0] for k in names])
     hi = np.log([FIT_PARAMETERS[k][1][1] for k in names])
-    x = np.log([FIT_PARAMETERS[k][0] for k in names])
-    cal = Calibration(particle_spots=True).with_params(**{k: FIT_PARAMETERS[k][0] for k in names})
+    first = {}
+    for k, (default, (low, high)) in FIT_PARAMETERS.items():
+        value = getattr(start, k) if start is not None and start.particle_spots else default
+        first[k] = value if low <= value <= high else default  # a parameter the start lacks
+    x = np.clip(np.log([first[k] for k in names]), lo, hi)
+    cal = Calibration(particle_spots=True).with_params(**{k: float(np.exp(x[i])) for i, k in enumerate(names)})
     energies = tuple(float(e) for e in sorted(references))
     for r in range(rounds):
         table, early = response_table(geometry, particle, references, cal, n, seed, entry)

@@ -19,6 +19,9 @@ from typing import Any
 
 from calofast.util.jsonsafe import json_safe
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once: the permissions a file created by open() would get
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -31,6 +34,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        if tmp.exists():  # mkstemp makes it private (0600): give it a new file's permissions
+            os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

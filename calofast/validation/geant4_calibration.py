@@ -27,6 +27,7 @@ from calofast.data import io  # noqa: E402
 from calofast.data.provenance import provenance  # noqa: E402
 from calofast.geant4.run import run_provenance, simulate_parallel  # noqa: E402
 from calofast.geometry import get_geometry  # noqa: E402
+from calofast.simulation.calibration import shipped  # noqa: E402
 from calofast.simulation.shapes import SPECTRUM_EDGES_MEV, TARGETS, compare_points, point_summary  # noqa: E402
 from calofast.simulation.tune import fit, simulate_point  # noqa: E402
 from calofast.util.files import atomic_path, save_figure, write_json  # noqa: E402
@@ -163,6 +164,7 @@ def calibrate(
         "showers_per_point": {f"{e:g}": int(len(s)) for e, s in showers.items()},
         "simulator_showers_per_point": n_sim,
         "fit": {k: settings.get(k) for k in ("seed", "fit_evaluations", "fit_rounds")},
+        "fit_start": "the shipped calibration" if shipped(geometry.name, particle) else "FIT_PARAMETERS",
         "target": target,
     }
     cal, _ = fit(
@@ -176,6 +178,7 @@ def calibrate(
         rounds=int(settings.get("fit_rounds", 2)),
         max_evaluations=int(settings.get("fit_evaluations", 250)),
         provenance=prov,
+        start=shipped(geometry.name, particle),
     )
     write_json(out_calibration, cal.to_dict())
     rows, judge, figures = [], {}, {}
@@ -223,6 +226,7 @@ def calibrate(
             "radial": {k: radial(v) for k, v in {"geant4": ref, **samples}.items()},
         }
     table = pd.DataFrame(rows)
+    table["reference"] = g4.get("label", "Geant4")
     with_target = table[table["ok"].notna()]
     result = {
         "target": target["name"] if "name" in target else f"{geometry.name}_{particle}",

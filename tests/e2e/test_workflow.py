@@ -535,3 +535,28 @@ def test_geant4_source_and_simulator_calibration_through_snakemake(repo_root, in
     with h5py.File(tmp_path / "data" / "sim_ild" / "showers.h5") as f:
         prov = io.read_attrs(f)["provenance"]
     assert prov["calibration"]["showers_per_point"] == {"5": 10, "10": 10}
+    report = tmp_path / "report.zip"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(repo_root / "Snakefile"),
+            "-d",
+            str(tmp_path),
+            "--report",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env_free,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with zipfile.ZipFile(report) as z:
+        names = z.namelist()
+        text = "".join(z.read(n).decode(errors="ignore") for n in names if n.endswith((".html", ".js")))
+    assert any(n.endswith("calibration/ild_siw_ecal_photon/comparison.png") for n in names)
+    assert "Simulator vs Geant4" in text
+    assert set(pd.read_csv(cal_dir / "comparison.csv")["reference"]) == {"Geant4 with surrogate low-energy tables"}

@@ -122,4 +122,7 @@ def test_the_geant4_gun_follows_the_entry_rule():
     assert p.shape == (500, 2) and (p >= 0).all() and (p < 5.0).all()  # inside cell (15, 15)
     assert_allclose(p, gun_positions_mm(ild, 500, seed=3, offset=10, entry="central_cell"))
     assert not np.allclose(p, gun_positions_mm(ild, 500, seed=3, offset=11, entry="central_cell"))
+    # every event has its own stream: events 10..509 drawn in other chunks are the same
+    parts = [gun_positions_mm(ild, 1, 3, 10, "central_cell"), gun_positions_mm(ild, 499, 3, 11, "central_cell")]
+    assert_allclose(np.concatenate(parts), p)
     assert_allclose(gun_positions_mm(ild, 4, 3, 0, "axis"), 0.0)

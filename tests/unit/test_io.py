@@ -30,6 +30,19 @@ def test_writer_commits_atomically(tmp_path):
         assert f["showers"].compression == "gzip"
 
 
+def test_atomic_files_get_the_permissions_of_a_new_file(tmp_path):
+    import stat
+
+    from calofast.util.files import write_json
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")  # under this process's umask (022 here: 0644, where mkstemp gives 0600)
+    expected = stat.S_IMODE(plain.stat().st_mode)
+    json_file = write_json(tmp_path / "a.json", {"a": 1})
+    h5_file = _write(tmp_path / "a.h5")
+    assert stat.S_IMODE(json_file.stat().st_mode) == stat.S_IMODE(h5_file.stat().st_mode) == expected
+
+
 def test_failure_leaves_nothing(tmp_path):
     target = tmp_path / "b.h5"
     with pytest.raises(RuntimeError):
