@@ -46,6 +46,7 @@ FIT_PARAMETERS = {
     "tail_soft_fraction": (0.4, (0.01, 0.995)),
     "soft_mev": (0.03, (0.003, 0.3)),
     "soft_shape": (1.0, (0.2, 5.0)),
+    "stochastic_term": (None, (0.05, 0.4)),  # start: the geometry's a of a/sqrt(E)
 }
 #: layers whose early-particle energy is fitted (the rest of their energy follows the profile)
 EARLY_LAYERS = 2

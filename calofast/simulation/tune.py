@@ -99,8 +99,10 @@ def fit(
     hi = np.log([FIT_PARAMETERS[k][1][1] for k in names])
     first = {}
     for k, (default, (low, high)) in FIT_PARAMETERS.items():
+        if default is None:  # the stochastic term: the geometry's value
+            default = geometry.stochastic_term
         value = getattr(start, k) if start is not None and start.particle_spots else default
-        first[k] = value if low <= value <= high else default  # a parameter the start lacks
+        first[k] = value if value is not None and low <= value <= high else default  # one the start lacks
     x = np.clip(np.log([first[k] for k in names]), lo, hi)
     cal = Calibration(particle_spots=True).with_params(**{k: float(np.exp(x[i])) for i, k in enumerate(names)})
     energies = tuple(float(e) for e in sorted(references))

@@ -557,6 +557,6 @@ def test_geant4_source_and_simulator_calibration_through_snakemake(repo_root, in
     with zipfile.ZipFile(report) as z:
         names = z.namelist()
         text = "".join(z.read(n).decode(errors="ignore") for n in names if n.endswith((".html", ".js")))
-    assert any(n.endswith("calibration/ild_siw_ecal_photon/comparison.png") for n in names)
+    assert sum(n.endswith("comparison.png") for n in names) == sum(n.endswith("comparison.csv") for n in names) == 1
     assert "Simulator vs Geant4" in text
     assert set(pd.read_csv(cal_dir / "comparison.csv")["reference"]) == {"Geant4 with surrogate low-energy tables"}

@@ -11,7 +11,7 @@ def test_valid_config_gets_schema_defaults(make_config):
     cfg = validate_config(make_config(preprocessing={"p": {"dataset": "lcd_ele"}}))
     ds = cfg["datasets"]["lcd_ele"]
     assert ds["split"] == {"train": 0.8, "validation": 0.1, "test": 0.1, "seed": 12345}
-    assert ds["simulation"] == {"stochastic_term": None, "cell_threshold_mev": 0}
+    assert ds["simulation"] == {"stochastic_term": None, "cell_threshold_mev": 0, "calibration": "geant4"}
     assert cfg["storage"] == {"compression": "gzip", "compression_level": 1}
     assert cfg["preprocessing"]["p"]["transforms"] == []
     assert cfg["quicklook"]["max_showers"] == 5000
@@ -42,7 +42,7 @@ def _ds(c, name="lcd_ele"):
         ),
         (
             lambda c: _ds(c).update(source="cernbox"),
-            r"'cernbox' is not one of \['synthetic', 'local', 'zenodo', 'root'\]",
+            r"'cernbox' is not one of \['synthetic', 'local', 'zenodo', 'root', 'geant4'\]",
         ),
         (lambda c: _ds(c).update(particle="muon"), r"'muon' is not one of"),
         (
