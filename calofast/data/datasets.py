@@ -219,7 +219,11 @@ def simulate_dataset(
     keys = dataset_keys(ds, geometry)
     extra: dict[str, Any] = {"source": ds.get("source", "synthetic")}
     if extra["source"] == "geant4":
-        from calofast.geant4.run import run_provenance
+        from calofast.geant4.run import Geant4Error, configure_data, run_provenance
+
+        if not (geant4 or {}).get("data_dir"):
+            raise Geant4Error(f"dataset {ds.get('name')!r} (source geant4): no Geant4 data directory given")
+        configure_data(geant4["data_dir"])  # a clear error before any worker starts
 
         extra["geant4"] = run_provenance((geant4 or {}).get("data_dir"), (geant4 or {}).get("physics", "opt0"))
     else:

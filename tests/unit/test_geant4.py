@@ -64,6 +64,11 @@ def test_source_geant4_writes_a_canonical_dataset(tmp_path, dataset_cfg, g4data)
     assert attrs["provenance"]["source"] == "geant4"
     assert attrs["provenance"]["geant4"]["label"] == SURROGATE_LABEL
     assert np.all((0.02 < response) & (response < 0.04))
+    with pytest.raises(Geant4Error, match="no Geant4 data directory given"):
+        simulate_dataset(ds, tmp_path / "c.h5", progress=False)
+    with pytest.raises(Geant4Error, match=r"lacks \['G4EMLOW8.8'"):
+        simulate_dataset(ds, tmp_path / "c.h5", progress=False, geant4={"data_dir": str(tmp_path)})
+    assert not (tmp_path / "c.h5").exists()
 
 
 #: the cell-spectrum JSD the calibration reaches against its own Geant4 points (docs/simulator.md)
