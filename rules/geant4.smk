@@ -31,7 +31,7 @@ rule simulate_geant4:
         dataset=names_regex(datasets_with_source("geant4")),
     conda:
         "../envs/calofast.yaml"
-    threads: max(1, workflow.cores)
+    threads: 64  # one Geant4 process per thread; scaled down to --cores locally, set-threads on SLURM
     resources:
         mem_mb=lambda wildcards, threads: 1500 + 700 * threads,
         runtime=1440,
@@ -55,7 +55,7 @@ rule geant4_reference:
         target=names_regex(CALIBRATION_TARGETS),
     conda:
         "../envs/calofast.yaml"
-    threads: max(1, workflow.cores)
+    threads: 64  # one Geant4 process per thread; scaled down to --cores locally, set-threads on SLURM
     resources:
         mem_mb=lambda wildcards, threads: 3000 + 700 * threads,
         runtime=1440,
