@@ -282,13 +282,18 @@ class SampleStats:
         with np.errstate(invalid="ignore", divide="ignore"):
             return self._grid(self.profile_sums[key] / self.counts[..., None])
 
-    def correlation(self) -> np.ndarray:
-        """(B + 1, F, F) correlation matrices of the shower features."""
+    def correlation(self, keys: list[str] | None = None) -> np.ndarray:
+        """(B + 1, F, F) correlation matrices of the shower features (``keys``: of these only, in
+        this order)."""
         n = self.weight_total[:, None]
         mean = self.corr_s1 / n
         cov = self.corr_s2 / n[..., None] - mean[:, :, None] * mean[:, None, :]
         sd = np.sqrt(np.maximum(np.einsum("bii->bi", cov), 1e-300))
-        return cov / (sd[:, :, None] * sd[:, None, :])
+        corr = cov / (sd[:, :, None] * sd[:, None, :])
+        if keys is None:
+            return corr
+        i = [self.corr_keys.index(k) for k in keys]
+        return corr[:, i][:, :, i]
 
 
 # --------------------------------------------------------------------------- comparison
@@ -465,7 +470,10 @@ def compare(ref_a: SampleStats, ref_b: SampleStats, gen: SampleStats, model: str
             "BMRE",
         )
     )
-    ca, cb, cg = ref_a.correlation(), ref_b.correlation(), gen.correlation()
+    # the features all three samples have (a model may write a condition, e.g. theta = 90 deg, that
+    # a normal-incidence reference lacks)
+    keys = [k for k in ref_a.corr_keys if k in ref_b.corr_keys and k in gen.corr_keys]
+    ca, cb, cg = ref_a.correlation(keys), ref_b.correlation(keys), gen.correlation(keys)
     off = ~np.eye(ca.shape[1], dtype=bool)
     rows.append(
         _row(

@@ -302,7 +302,8 @@ def make_figures(
         _save(fig, out_dir, "angle")
 
     # correlations
-    cr, cg = ref.correlation()[0], gen.correlation()[0]
+    keys = [k for k in ref.corr_keys if k in gen.corr_keys]  # the features both have
+    cr, cg = ref.correlation(keys)[0], gen.correlation(keys)[0]
     fig, axes = plt.subplots(1, 3, figsize=(19, 6))
     for ax, mat, title, cmap, lim in (
         (axes[0], cr, "reference", "RdBu_r", 1),
@@ -310,8 +311,8 @@ def make_figures(
         (axes[2], cg - cr, f"{label} - reference", "PiYG", 1),
     ):
         im = ax.imshow(mat, cmap=cmap, vmin=-lim, vmax=lim)
-        ax.set_xticks(range(len(ref.corr_keys)), ref.corr_keys, rotation=90, fontsize=9)
-        ax.set_yticks(range(len(ref.corr_keys)), ref.corr_keys, fontsize=9)
+        ax.set_xticks(range(len(keys)), keys, rotation=90, fontsize=9)
+        ax.set_yticks(range(len(keys)), keys, fontsize=9)
         ax.set_title(title)
         fig.colorbar(im, ax=ax, fraction=0.046)
     gw = next((r for r in rows if r["observable"] == "correlation" and "Gromov" in r["detail"]), {})

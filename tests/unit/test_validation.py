@@ -205,6 +205,24 @@ def test_identical_halves_agree_within_their_uncertainty(lcd):
     assert full.n == len(cells) and full.counts[0].sum() > 0
 
 
+def test_a_model_condition_the_reference_lacks_is_left_out_of_the_correlations(lcd):
+    # a normal-incidence reference has no theta; the 3DGAN writes its theta condition (90 deg)
+    cells, energy, _ = lcd
+    binning = make_binning(energy, None, CFG)
+
+    def stats(name, c, e, theta):
+        out = SampleStats(name, CFG, binning, get_geometry("lcd_ecal"))
+        out.add(c, e, theta)
+        return out
+
+    a = stats("reference A", cells[::2], energy[::2], None)
+    b = stats("reference B", cells[1::2], energy[1::2], None)
+    g = stats("generated", cells[::2], energy[::2], np.full(len(energy[::2]), np.pi / 2))
+    assert "abs_90_minus_theta" in g.corr_keys and "abs_90_minus_theta" not in a.corr_keys
+    corr = next(r for r in compare(a, b, g, "copy") if r["observable"] == "correlation" and "mean" in r["detail"])
+    assert corr["value"] == pytest.approx(0.0, abs=1e-9)  # the same showers on the common features
+
+
 def test_empty_bins_are_explicit_and_nan_cells_refused(lcd):
     cells, energy, theta = lcd
     binning = make_binning(energy, theta, CFG)
