@@ -73,7 +73,7 @@ rule benchmark_geant4:
     log:
         "logs/benchmark_geant4/{dataset}.log",
     conda:
-        "../envs/calofast.yaml"
+        "../envs/geant4.yaml"
     threads: benchmark_threads
     resources:
         mem_mb=4000,

@@ -9,7 +9,7 @@ rule geant4_tables:
     log:
         "logs/geant4_tables.log",
     conda:
-        "../envs/calofast.yaml"
+        "../envs/geant4.yaml"
     threads: 1
     resources:
         mem_mb=1000,
@@ -30,7 +30,7 @@ rule simulate_geant4:
     wildcard_constraints:
         dataset=names_regex(datasets_with_source("geant4")),
     conda:
-        "../envs/calofast.yaml"
+        "../envs/geant4.yaml"
     threads: 64  # one Geant4 process per thread; scaled down to --cores locally, set-threads on SLURM
     resources:
         mem_mb=lambda wildcards, threads: 1500 + 700 * threads,
@@ -54,7 +54,7 @@ rule geant4_reference:
     wildcard_constraints:
         target=names_regex(CALIBRATION_TARGETS),
     conda:
-        "../envs/calofast.yaml"
+        "../envs/geant4.yaml"
     threads: 64  # one Geant4 process per thread; scaled down to --cores locally, set-threads on SLURM
     resources:
         mem_mb=lambda wildcards, threads: 3000 + 700 * threads,
