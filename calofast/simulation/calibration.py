@@ -8,8 +8,8 @@ the full simulation (ATLAS FastCaloSim takes its layer energies from Geant4 para
 
 * ``layer_response`` - per energy point and read-out layer, the ratio of Geant4's mean visible
   layer energy to the uncalibrated simulator's (interpolated in ln E, constant outside the
-  points); it carries the depth dependence of the sampling fraction, the first layer's
-  back-scattered and early-shower energy and the last layer's missing back-splash;
+  points; 1 for the first layers, whose extra energy is ``early_mev``); it carries the depth
+  dependence of the sampling fraction and the last layer's missing back-splash;
 * ``core_radius_scale``, ``tail_radius_scale``, ``core_weight_scale`` - the lateral profile;
 * ``particle_spots`` and its spectrum (``mip_mpv_mev``, ``mip_width_mev``, ``soft_fraction``,
   ``tail_soft_fraction``, ``soft_mev``, ``soft_shape``) with ``spot_count_scale`` - spots as
@@ -18,7 +18,7 @@ the full simulation (ATLAS FastCaloSim takes its layer energies from Geant4 para
 * ``early_mev`` - the first layers' energy of early particles (primary, first pairs, albedo);
 * ``depth_sigma_scale``, ``stochastic_term`` - the shower-to-shower fluctuations.
 
-:func:`fit` derives them from Geant4 reference points (:mod:`calofast.simulation.shapes`); the
+:func:`calofast.simulation.tune.fit` derives them from Geant4 reference points (:mod:`calofast.simulation.shapes`); the
 shipped calibrations live in ``calofast/simulation/calibrations/<geometry>_<particle>.json``
 with their provenance (Geant4 release, physics list, data tables, sample sizes).
 """
