@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from calofast.data import io  # noqa: E402
+from calofast.data.datasets import canonical_attrs  # noqa: E402
 from calofast.data.provenance import provenance  # noqa: E402
 from calofast.geant4.run import run_provenance, simulate_parallel  # noqa: E402
 from calofast.geometry import get_geometry  # noqa: E402
@@ -61,17 +62,7 @@ def run_reference(
     entry = target.get("entry_point", "central_cell")
     run = run_provenance(geant4["data_dir"], geant4.get("physics", "opt0"))
     prov = provenance({"target": target, "geant4": geant4}, seed=seed, repo=repo, extra={"geant4": run})
-    attrs = {
-        "format": io.FORMAT,
-        "format_version": io.FORMAT_VERSION,
-        "geometry": geometry.name,
-        "cell_shape": list(geometry.cell_shape),
-        "energy_unit": io.ENERGY_UNIT,
-        "angle_unit": io.ANGLE_UNIT,
-        "energy_scale": geometry.energy_scale,
-        "particle": target["particle"],
-        "provenance": prov,
-    }
+    attrs = canonical_attrs(target, geometry, prov)
     points, timing = {}, {}
     with io.ShowerWriter(
         out_h5, geometry.cell_shape, ("energy",), attrs, n_rows=n * len(energies), **io.storage_kwargs(storage or {})
