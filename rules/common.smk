@@ -388,6 +388,16 @@ def calibration_target(wildcards):
     return {"name": wildcards.target, **CALIBRATION_TARGETS[wildcards.target]}
 
 
+#: target keys only the fit reads (changing them does not rerun Geant4)
+FIT_ONLY_KEYS = ("early_layers",)
+
+
+def reference_target(wildcards):
+    return {
+        k: v for k, v in calibration_target(wildcards).items() if k not in FIT_ONLY_KEYS
+    }
+
+
 def calibration_settings(wildcards):
     return {k: v for k, v in GEANT4["calibration"].items() if k != "targets"}
 

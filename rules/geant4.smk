@@ -60,7 +60,7 @@ rule geant4_reference:
         mem_mb=lambda wildcards, threads: 3000 + 700 * threads,
         runtime=1440,
     params:
-        target=calibration_target,
+        target=reference_target,
         geant4=geant4_settings,
         seed=config["geant4"]["calibration"]["seed"],
         storage=config["storage"],

@@ -10,13 +10,16 @@ the full simulation (ATLAS FastCaloSim takes its layer energies from Geant4 para
   layer energy to the uncalibrated simulator's (interpolated in ln E, constant outside the
   points; 1 for the first layers, whose extra energy is ``early_mev``); it carries the depth
   dependence of the sampling fraction and the last layer's missing back-splash;
-* ``core_radius_scale``, ``tail_radius_scale``, ``core_weight_scale`` - the lateral profile;
-* ``particle_spots`` and its spectrum (``mip_mpv_mev``, ``mip_width_mev``, ``soft_fraction``,
-  ``tail_soft_fraction``, ``soft_mev``, ``soft_shape``) with ``spot_count_scale`` - spots as
-  (groups of) the charged particles crossing the sensor instead of GFlash's spots (``spot_shape``):
-  the occupancy and the cell-energy spectrum;
+* ``core_radius_scale``, ``tail_radius_scale``, ``core_weight_scale``, ``core_radius_sigma`` -
+  the lateral profile and its shower-to-shower variation;
+* ``particle_spots`` and its spectrum (``mip_mpv_mev``, ``mip_width_mev``, ``mip_max_path``,
+  ``soft_fraction``, ``tail_soft_fraction``, ``soft_mev``, ``soft_shape``) with
+  ``spot_count_scale`` (``spot_count_scale_100``) and ``tail_particles`` - spots as (groups of)
+  the charged particles crossing the sensor instead of GFlash's spots (``spot_shape``): the
+  occupancy and the cell-energy spectrum;
 * ``early_mev`` - the first layers' energy of early particles (primary, first pairs, albedo);
-* ``depth_sigma_scale``, ``stochastic_term`` - the shower-to-shower fluctuations.
+* ``depth_sigma_scale`` (``depth_sigma_scale_100``), ``stochastic_term`` - the shower-to-shower
+  fluctuations.
 
 :func:`calofast.simulation.tune.fit` derives them from Geant4 reference points (:mod:`calofast.simulation.shapes`); the
 shipped calibrations live in ``calofast/simulation/calibrations/<geometry>_<particle>.json``
@@ -39,15 +42,27 @@ FIT_PARAMETERS = {
     "tail_radius_scale": (1.4, (0.3, 6.0)),
     "core_weight_scale": (0.9, (0.2, 1.5)),
     "spot_count_scale": (1.0, (0.2, 5.0)),
+    "spot_count_scale_100": (None, (0.1, 5.0)),  # start: spot_count_scale
+    "core_radius_sigma": (0.3, (0.01, 1.0)),
     "depth_sigma_scale": (1.2, (0.3, 3.0)),
-    "mip_mpv_mev": (0.15, (0.05, 0.4)),
+    "depth_sigma_scale_100": (None, (0.3, 3.0)),  # start: depth_sigma_scale
+    "mip_mpv_mev": (0.14, (0.05, 0.4)),
     "mip_width_mev": (0.02, (0.002, 0.2)),
-    "soft_fraction": (0.2, (0.01, 0.8)),
+    "mip_max_path": (5.0, (1.0, 20.0)),
+    "soft_fraction": (0.1, (0.01, 0.8)),
     "tail_soft_fraction": (0.4, (0.01, 0.995)),
-    "soft_mev": (0.03, (0.003, 0.3)),
+    "soft_mev": (0.1, (0.003, 0.5)),
     "soft_shape": (1.0, (0.2, 5.0)),
     "stochastic_term": (None, (0.05, 0.4)),  # start: the geometry's a of a/sqrt(E)
 }
+#: the groups of :data:`FIT_PARAMETERS` fitted one after the other in each round: the cell-energy
+#: spectrum and the occupancy, then the shower shapes and fluctuations
+FIT_BLOCKS = (
+    ("spot_count_scale", "spot_count_scale_100", "mip_mpv_mev", "mip_width_mev", "mip_max_path", "soft_fraction", "tail_soft_fraction",
+     "soft_mev", "soft_shape"),
+    ("core_radius_scale", "core_radius_sigma", "tail_radius_scale", "core_weight_scale", "depth_sigma_scale", "depth_sigma_scale_100",
+     "stochastic_term"),
+)  # fmt: skip
 #: layers whose early-particle energy is fitted (the rest of their energy follows the profile)
 EARLY_LAYERS = 2
 
@@ -62,8 +77,15 @@ class Calibration:
     tail_radius_scale: float = 1.0
     core_weight_scale: float = 1.0
     spot_count_scale: float = 1.0
+    spot_count_scale_100: float | None = None  # at 100 GeV (spot_count_scale: at 10), as depth_sigma_scale_100
     spot_shape: float = 2.0
+    #: per-shower log-normal spread (mean 1) of the core radius (0: none): Geant4's shower cores
+    #: vary in concentration from shower to shower (its hottest cells), GFlash's only with depth
+    core_radius_sigma: float = 0.0
     depth_sigma_scale: float = 1.0
+    #: the depth-fluctuation scale at 100 GeV (None: depth_sigma_scale at every energy); with
+    #: depth_sigma_scale read at 10 GeV, a power law in E through the two
+    depth_sigma_scale_100: float | None = None
     stochastic_term: float | None = None
     #: particle-like spots (false: GFlash spot counts with Gamma(spot_shape) energies): one spot
     #: per mean spot energy (times spot_count_scale), energies from a Moyal (Landau-like) MIP peak
@@ -74,10 +96,17 @@ class Calibration:
     particle_spots: bool = False
     mip_mpv_mev: float = 0.15
     mip_width_mev: float = 0.015
+    #: the particles' path through the sensor over its thickness: 1/cos(theta) with cos(theta)
+    #: uniform in [1/mip_max_path, 1] (1: all at normal incidence)
+    mip_max_path: float = 1.0
     soft_fraction: float = 0.2
     tail_soft_fraction: float = 0.2  # the soft share of the spots of the radial tail
     soft_mev: float = 0.03
     soft_shape: float = 1.0  # Gamma shape of the soft spots' energies (1: exponential)
+    #: the radial tail's spots are single particles (energies as drawn, (1 - p_core) E_layer /
+    #: their mean energy of them); the core's spot_count_scale x E_core / mean spots share the
+    #: rest of the layer's energy (false: every spot rescaled so each component keeps its share)
+    tail_particles: bool = False
     #: per energy point and first layers: mean visible energy of early particles [MeV]
     early_mev: tuple[tuple[float, ...], ...] = ()
     provenance: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -88,6 +117,14 @@ class Calibration:
             return np.ones((np.shape(e_gev)[0], 1))
         return _interpolate(self.energies_gev, self.layer_response, e_gev)
 
+    def depth_sigma(self, e_gev: np.ndarray) -> np.ndarray | float:
+        """Scale of GFlash's (ln T, ln alpha) widths at energies ``e_gev``."""
+        return _power_law(self.depth_sigma_scale, self.depth_sigma_scale_100, e_gev)
+
+    def spot_count(self, e_gev: np.ndarray) -> np.ndarray | float:
+        """``spot_count_scale`` at energies ``e_gev``."""
+        return _power_law(self.spot_count_scale, self.spot_count_scale_100, e_gev)
+
     def early(self, e_gev: np.ndarray) -> np.ndarray:
         """(N, first layers) mean early-particle energy of showers of energies ``e_gev``."""
         return _interpolate(self.energies_gev, self.early_mev, e_gev)
@@ -97,6 +134,9 @@ class Calibration:
         n = tail.shape[0]
         z = rng.standard_normal(n, dtype=np.float32)
         mip = self.mip_mpv_mev - self.mip_width_mev * np.log(np.maximum(z * z, np.float32(1e-30)))
+        if self.mip_max_path > 1.0:  # path length 1/cos(theta), cos(theta) uniform in [1/max, 1]
+            c = np.float32(1.0 - 1.0 / self.mip_max_path)
+            mip /= np.float32(1.0) - c * rng.random(n, dtype=np.float32)
         if self.soft_shape == 1.0:
             soft = rng.standard_exponential(n, dtype=np.float32) * np.float32(self.soft_mev)
         else:
@@ -110,6 +150,8 @@ class Calibration:
     def mean_spot_energy(self, tail: bool = False) -> float:
         """Mean of :meth:`spot_energies` (Moyal mean = MPV + width (Euler gamma + ln 2))."""
         mip = self.mip_mpv_mev + self.mip_width_mev * (0.5772156649 + np.log(2.0))
+        if self.mip_max_path > 1.0:  # mean of 1/cos(theta): ln(max) / (1 - 1/max)
+            mip *= np.log(self.mip_max_path) / (1.0 - 1.0 / self.mip_max_path)
         f = self.tail_soft_fraction if tail else self.soft_fraction
         return float((1.0 - f) * mip + f * self.soft_mev)
 
@@ -124,6 +166,15 @@ class Calibration:
         data["layer_response"] = [list(row) for row in self.layer_response]
         data["early_mev"] = [list(row) for row in self.early_mev]
         return data
+
+
+def _power_law(at_10: float, at_100: float | None, e_gev: np.ndarray) -> np.ndarray | float:
+    """``at_10`` at 10 GeV and ``at_100`` at 100 GeV, a power law in E through both (None: the
+    constant ``at_10``)."""
+    if at_100 is None:
+        return at_10
+    slope = np.log(at_100 / at_10) / np.log(10.0)
+    return at_10 * (np.asarray(e_gev, dtype=np.float64) / 10.0) ** slope
 
 
 def _interpolate(energies_gev, table, e_gev: np.ndarray) -> np.ndarray:
@@ -153,7 +204,23 @@ def from_dict(data: dict[str, Any]) -> Calibration:
             raise ValueError(f"calibration: one {key} row per energies_gev entry")
     if data["early_mev"] and not data.get("particle_spots"):
         raise ValueError("calibration: early_mev needs particle_spots")
+    for key in FIT_PARAMETERS:
+        value = data.get(key)
+        if value is None:
+            continue
+        lowest, allowed = _LOWEST.get(key, (0.0, "above 0"))
+        ok = (
+            isinstance(value, (int, float))
+            and np.isfinite(value)
+            and (value >= lowest if key in _LOWEST else value > 0)
+        )
+        if not ok:
+            raise ValueError(f"calibration: {key} must be a number {allowed}, got {value!r}")
     return Calibration(**data)
+
+
+#: parameters that may reach their bound (0: off, 1: normal incidence only)
+_LOWEST = {"core_radius_sigma": (0.0, "of 0 or more"), "mip_max_path": (1.0, "of 1 or more")}
 
 
 def load(path: str | Path) -> Calibration:

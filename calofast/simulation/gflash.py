@@ -144,13 +144,14 @@ def sample_longitudinal(
     medium: EffectiveMedium,
     rng: np.random.Generator,
     tuning: GFlashTuning = DEFAULT_TUNING,
-    sigma_scale: float = 1.0,
+    sigma_scale: float | np.ndarray = 1.0,
 ) -> LongitudinalProfile:
     """Draw correlated (ln T, ln alpha) per shower, as in GFlash.
 
     The same two standard normals drive the homogeneous and the sampling
     parameters so that the spot profile follows the energy profile;
-    ``sigma_scale`` multiplies the widths of the sampling parameters (a calibration).
+    ``sigma_scale`` (a number or one per shower) multiplies the widths of the sampling
+    parameters (a calibration).
     """
     p = mean_log_params(e_mev, medium, tuning)
     p["sig_lt"], p["sig_la"] = p["sig_lt"] * sigma_scale, p["sig_la"] * sigma_scale

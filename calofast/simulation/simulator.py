@@ -91,7 +91,7 @@ def simulate(
             f"calibration has {len(cal.layer_response[0])} layer responses, {geometry.name} {n_layers} layers"
         )
 
-    prof = gflash.sample_longitudinal(e_mev, geometry.shower_medium, rng, tuning, cal.depth_sigma_scale)
+    prof = gflash.sample_longitudinal(e_mev, geometry.shower_medium, rng, tuning, cal.depth_sigma(e_gev))
     if particle == "photon":
         t0 = rng.exponential(tuning.photon_conversion_x0, n)
     elif particle in ("electron", "positron"):
@@ -119,22 +119,6 @@ def simulate(
     weights = np.array([ly.weight for ly in layers])
     e_meas = e_fl * weights[None, :] * 1000.0 * cal.response(e_gev)  # MeV
 
-    # spots per layer
-    if not cal.particle_spots:  # GFlash: N = 10.3/a E^0.959 spots along the spot profile
-        a_s, b_s = gflash.spot_profile(prof, geometry.shower_medium.z_eff, tuning)
-        q = gammainc(a_s[:, None], b_s[:, None] * rel_hi) - gammainc(a_s[:, None], b_s[:, None] * rel_lo)
-        n_mean = cal.spot_count_scale * gflash.spot_count(e_gev, a, tuning)[:, None] * np.maximum(q, 0.0)
-    else:  # calibrated: particle-like spots (mean energy of a core-tail mix)
-        n_mean = cal.spot_count_scale * e_meas / (0.5 * (cal.mean_spot_energy() + cal.mean_spot_energy(tail=True)))
-    n_spots = rng.poisson(n_mean)
-    n_spots = np.where(e_meas > 0, np.maximum(n_spots, 1), 0)
-    n_early = None
-    if cal.early_mev:  # early particles (primary, first pairs, albedo) of the first layers
-        early = cal.early(e_gev)
-        n_early = rng.poisson(early / cal.mean_spot_energy())
-        n_spots[:, : early.shape[1]] += n_early
-        e_meas[:, : early.shape[1]] += n_early * cal.mean_spot_energy()
-
     # lateral profile at the layer centre
     t_mid = 0.5 * (rel_lo + rel_hi)
     tau = t_mid / prof.t_max[:, None]
@@ -145,9 +129,41 @@ def simulate(
         rc[:, j], rt[:, j], pc[:, j] = gflash.lateral_params(e_gev, tau[:, j], ly.medium, tuning)
     rc *= cal.core_radius_scale
     rt *= cal.tail_radius_scale
+    if cal.core_radius_sigma > 0.0:  # per-shower core widths (log-normal, mean 1)
+        sigma = cal.core_radius_sigma
+        rc *= np.exp(sigma * rng.standard_normal(n) - 0.5 * sigma**2)[:, None]
+        rt = np.maximum(rt, rc)
     pc = np.clip(pc * cal.core_weight_scale, 0.0, 1.0)
     rm = np.array([ly.medium.rm_mm for ly in layers])[None, :]
-    if n_early is None:
+
+    # spots per layer
+    count_scale = np.reshape(cal.spot_count(e_gev), (-1, 1))
+    if not cal.particle_spots:  # GFlash: N = 10.3/a E^0.959 spots along the spot profile
+        a_s, b_s = gflash.spot_profile(prof, geometry.shower_medium.z_eff, tuning)
+        q = gammainc(a_s[:, None], b_s[:, None] * rel_hi) - gammainc(a_s[:, None], b_s[:, None] * rel_lo)
+        n_mean = count_scale * gflash.spot_count(e_gev, a, tuning)[:, None] * np.maximum(q, 0.0)
+    elif cal.tail_particles:  # the tail: single particles; the core: spot_count_scale x as many
+        n_mean = None
+        n_tail = rng.poisson((1.0 - pc) * e_meas / cal.mean_spot_energy(tail=True))
+        n_core = rng.poisson(count_scale * pc * e_meas / cal.mean_spot_energy())
+        n_core = np.where((e_meas > 0) & (n_core + n_tail == 0), 1, n_core)
+        n_spots = n_core + n_tail
+    else:  # calibrated: particle-like spots (mean energy of a core-tail mix)
+        n_mean = count_scale * e_meas / (0.5 * (cal.mean_spot_energy() + cal.mean_spot_energy(tail=True)))
+    if n_mean is not None:
+        n_spots = rng.poisson(n_mean)
+        n_spots = np.where(e_meas > 0, np.maximum(n_spots, 1), 0)
+    n_early = None
+    if cal.early_mev:  # early particles (primary, first pairs, albedo) of the first layers
+        early = cal.early(e_gev)
+        started = t0[:, None] < t_hi[:, : early.shape[1]]  # photons: in layers the conversion precedes
+        n_early = rng.poisson(np.where(started, early, 0.0) / cal.mean_spot_energy())
+        n_spots[:, : early.shape[1]] += n_early
+        e_meas[:, : early.shape[1]] += n_early * cal.mean_spot_energy()
+    if n_mean is None:  # tail_particles: counts drawn per component
+        if n_early is not None:
+            n_core[:, : n_early.shape[1]] += n_early
+    elif n_early is None:
         n_core = rng.binomial(n_spots, pc)
     else:  # early particles stay near the axis: the core
         first = n_early.shape[1]
@@ -166,6 +182,17 @@ def simulate(
         alpha=prof.alpha,
         t_start=t0,
     )
+
+
+def start_probability(
+    geometry: Geometry, particle: str, tuning: gflash.GFlashTuning = gflash.DEFAULT_TUNING
+) -> np.ndarray:
+    """Per layer, the probability that the shower has started before the layer's end at normal
+    incidence (photons: the conversion depth is exponential; charged particles: 1)."""
+    t_hi = np.array([ly.t_end_x0 for ly in geometry.layers])
+    if particle != "photon":
+        return np.ones_like(t_hi)
+    return 1.0 - np.exp(-t_hi / tuning.photon_conversion_x0)
 
 
 def _deposit(
@@ -221,7 +248,7 @@ def _deposit(
     while start < counts.shape[0]:
         done = csum[start - 1] if start > 0 else 0
         stop = int(np.searchsorted(csum, done + MAX_SPOTS_PER_PASS, side="right"))
-        stop = min(max(stop, start + 1), counts.shape[0])
+        stop = min(max(stop + stop % 2, start + 2), counts.shape[0])  # a layer's core and tail together
         sl = slice(start, stop)
         start = stop
         c = counts[sl]
@@ -254,12 +281,32 @@ def _deposit(
             g += rng.standard_exponential(total, dtype=np.float32)
         else:
             g = rng.standard_gamma(cal.spot_shape, total, dtype=np.float32)
+        if cal is not None and cal.particle_spots and cal.tail_particles:
+            scale = _tail_particle_scales(g, c, es[sl])
+            np.add.at(out, flat, g * np.repeat(scale, c))
+            continue
         nonempty = np.flatnonzero(c)
         starts = np.concatenate([[0], np.cumsum(c[nonempty])[:-1]])
         gsum = np.add.reduceat(g, starts)
         scale = es[sl][nonempty] * c[nonempty] / np.maximum(gsum, np.float32(1e-30))
         np.add.at(out, flat, g * np.repeat(scale.astype(np.float32), c[nonempty]))
     return out[:dump].reshape(n, n_cells)
+
+
+def _tail_particle_scales(g: np.ndarray, counts: np.ndarray, e_spot: np.ndarray) -> np.ndarray:
+    """Per (core, tail) group pair of one layer (``counts`` and ``e_spot`` interleaved core, tail):
+    the factors of the drawn spot energies ``g`` that keep the tail's particles as drawn and give
+    the core the rest of the layer's energy (all scaled down where the tail alone exceeds it; a
+    tail without a core takes the whole energy), float32."""
+    sums = np.bincount(np.repeat(np.arange(counts.shape[0]), counts), weights=g, minlength=counts.shape[0])
+    core_sum, tail_sum = sums[0::2], sums[1::2]
+    e_layer = e_spot[0::2].astype(np.float64) * (counts[0::2] + counts[1::2])
+    tail_scale = np.where(tail_sum > e_layer, e_layer / np.maximum(tail_sum, 1e-30), 1.0)
+    tail_scale = np.where((counts[0::2] == 0) & (tail_sum > 0), e_layer / np.maximum(tail_sum, 1e-30), tail_scale)
+    core_scale = np.maximum(e_layer - tail_sum * tail_scale, 0.0) / np.maximum(core_sum, 1e-30)
+    scale = np.empty(counts.shape[0], dtype=np.float32)
+    scale[0::2], scale[1::2] = core_scale, tail_scale
+    return scale
 
 
 def _cell_index(x: np.ndarray, limit: float) -> np.ndarray:

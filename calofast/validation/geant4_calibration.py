@@ -28,7 +28,7 @@ from calofast.data.datasets import canonical_attrs  # noqa: E402
 from calofast.data.provenance import provenance  # noqa: E402
 from calofast.geant4.run import run_provenance, simulate_parallel  # noqa: E402
 from calofast.geometry import get_geometry  # noqa: E402
-from calofast.simulation.calibration import shipped  # noqa: E402
+from calofast.simulation.calibration import EARLY_LAYERS, shipped  # noqa: E402
 from calofast.simulation.shapes import SPECTRUM_EDGES_MEV, TARGETS, compare_points, point_summary  # noqa: E402
 from calofast.simulation.tune import fit, simulate_point  # noqa: E402
 from calofast.util.files import atomic_path, save_figure, write_json  # noqa: E402
@@ -170,6 +170,7 @@ def calibrate(
         max_evaluations=int(settings.get("fit_evaluations", 250)),
         provenance=prov,
         start=shipped(geometry.name, particle),
+        early_layers=int(target.get("early_layers", EARLY_LAYERS)),
     )
     write_json(out_calibration, cal.to_dict())
     rows, judge, figures = [], {}, {}
