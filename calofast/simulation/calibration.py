@@ -103,9 +103,9 @@ class Calibration:
     tail_soft_fraction: float = 0.2  # the soft share of the spots of the radial tail
     soft_mev: float = 0.03
     soft_shape: float = 1.0  # Gamma shape of the soft spots' energies (1: exponential)
-    #: the radial tail's spots are single particles (energies as drawn, (1 - p_core) E_layer /
-    #: their mean energy of them); the core's spot_count_scale x E_core / mean spots share the
-    #: rest of the layer's energy (false: every spot rescaled so each component keeps its share)
+    #: the radial tail's spots are single particles ((1 - p_core) E_layer / their mean energy of
+    #: them, energies as drawn); the core's spot_count_scale x E_core / mean spots share the rest
+    #: of the layer's energy (false: every spot rescaled so each component keeps its share)
     tail_particles: bool = False
     #: per energy point and first layers: mean visible energy of early particles [MeV]
     early_mev: tuple[tuple[float, ...], ...] = ()
@@ -208,11 +208,11 @@ def from_dict(data: dict[str, Any]) -> Calibration:
         value = data.get(key)
         if value is None:
             continue
-        lowest, allowed = _LOWEST.get(key, (0.0, "above 0"))
+        lowest, allowed = _LOWEST.get(key, (None, "above 0"))
         ok = (
             isinstance(value, (int, float))
             and np.isfinite(value)
-            and (value >= lowest if key in _LOWEST else value > 0)
+            and (value > 0 if lowest is None else value >= lowest)
         )
         if not ok:
             raise ValueError(f"calibration: {key} must be a number {allowed}, got {value!r}")
