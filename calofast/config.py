@@ -38,6 +38,8 @@ def validate_config(config: dict[str, Any], schema: str | os.PathLike = DEFAULT_
 
 
 SIMULATED_PARTICLES = ("electron", "positron", "photon")
+#: hadrons the simulator makes on grid geometries (calofast.simulation.hadronic)
+SIMULATED_HADRONS = ("pion",)
 #: grid geometries Geant4 builds (calofast.geant4.run)
 GEANT4_GEOMETRIES = ("lcd_ecal", "lcd_ecal_25", "ild_siw_ecal")
 
@@ -85,9 +87,19 @@ def check_config(config: dict[str, Any]) -> None:
         if source == "synthetic":
             if geo == "calochallenge":
                 raise ConfigError(f"{where}.geometry: calochallenge has no simulator; use source zenodo, local or root")
-            if ds["particle"] not in SIMULATED_PARTICLES:
+            if ds["particle"] in SIMULATED_HADRONS:
+                if not is_grid:
+                    raise ConfigError(
+                        f"{where}.geometry: the simulator makes {ds['particle']} showers on grid geometries (ild_ahcal, "
+                        f"...), not {geo!r}"
+                    )
+                if str((ds.get("simulation") or {}).get("calibration", "geant4")) not in ("geant4", "none"):
+                    raise ConfigError(
+                        f"{where}.simulation.calibration: {ds['particle']} showers have no calibration file"
+                    )
+            elif ds["particle"] not in SIMULATED_PARTICLES:
                 raise ConfigError(
-                    f"{where}.particle: the simulator makes electromagnetic showers only {list(SIMULATED_PARTICLES)}, "
+                    f"{where}.particle: the simulator makes {list(SIMULATED_PARTICLES + SIMULATED_HADRONS)} showers, "
                     f"not {ds['particle']!r}"
                 )
         if source == "geant4":

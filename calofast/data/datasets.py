@@ -27,6 +27,8 @@ from calofast.data import io
 from calofast.data.provenance import provenance
 from calofast.geometry import Geometry, get_geometry
 from calofast.simulation import calibration as sim_calibration
+from calofast.simulation.hadronic import HADRONS
+from calofast.simulation.hadronic import provenance as hadronic_provenance
 from calofast.simulation.simulator import simulate
 from calofast.util.logs import progress as progress_bar
 
@@ -117,7 +119,7 @@ def sample_conditions(
 @functools.lru_cache(maxsize=16)
 def _calibration(setting: str, geometry: str, particle: str) -> sim_calibration.Calibration | None:
     cal = sim_calibration.resolve(setting, geometry, particle)
-    if cal is None and setting == "geant4" and geometry != "atlas_em_barrel":
+    if cal is None and setting == "geant4" and geometry != "atlas_em_barrel" and particle not in HADRONS:
         log.warning("no Geant4 calibration of the simulator for %s %ss: GFlash as published", geometry, particle)
     return cal
 
@@ -226,6 +228,8 @@ def simulate_dataset(
         configure_data(geant4["data_dir"])  # a clear error before any worker starts
 
         extra["geant4"] = run_provenance((geant4 or {}).get("data_dir"), (geant4 or {}).get("physics", "opt0"))
+    elif ds["particle"] in HADRONS:
+        extra["parametrisation"] = hadronic_provenance()
     else:
         cal = dataset_calibration(ds)
         extra["calibration"] = "GFlash as published (none)" if cal is None else cal.provenance

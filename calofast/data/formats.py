@@ -21,6 +21,12 @@ Formats and their default units (override with the dataset's ``units`` block):
   (Zenodo 3826103): group ``30x30`` with ``energy`` (N, 1) in GeV and
   ``layers`` (N, 30, 30, 30) in MeV ordered [layer, x, z(beam)]; transposed to
   the canonical (x, y=beam, z=layer).
+* ``ild_pion_hbfs``: the ILD AHCAL pion files of "Hadrons, Better, Faster, Stronger"
+  (arXiv:2112.09709, Zenodo 5529677; layout from the authors' public conversion code):
+  group ``hcal_only`` with ``energy`` (N, 1) in GeV and ``layers`` (N, 48, 48, 48) in MeV
+  (scintillator energy) ordered [layer, x, z(beam)], 30.5 mm bins; the window
+  [:, 13:38, 11:36] the authors' loaders keep (25x25) is read and transposed to the
+  canonical (x, y=beam, z=layer) of geometry ``ild_ahcal``.
 * ``calochallenge``: CaloChallenge 2022: ``incident_energies`` (N, 1) and
   ``showers`` (N, voxels), MeV; the voxel count must match the binning XML.
 """
@@ -61,6 +67,8 @@ class Adapter:
     transpose: tuple[int, ...] | None = None
     #: dataset path -> the column of a 2-D dataset that holds the value (target[:, 1])
     columns: dict[str, int] = field(default_factory=dict)
+    #: the window kept of each stored shower axis, (start, stop) per axis (None: all of it)
+    crop: tuple[tuple[int, int], ...] | None = None
 
     def candidates(self, key: str) -> tuple[str, ...]:
         path = self.paths.get(key)
@@ -76,6 +84,21 @@ class Adapter:
             return geometry.cell_shape
         inverse = np.argsort(self.transpose)
         return tuple(geometry.cell_shape[i] for i in inverse)
+
+    def window(self, stored: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of a stored shower after :attr:`crop`; a crop beyond the stored axes is a
+        :class:`~calofast.data.io.DataFormatError`."""
+        if self.crop is None:
+            return tuple(stored)
+        if len(self.crop) != len(stored) or any(hi > n for (_, hi), n in zip(self.crop, stored)):
+            raise io.DataFormatError(f"format {self.name!r} keeps the window {list(self.crop)} of showers {stored}")
+        return tuple(hi - lo for lo, hi in self.crop)
+
+    def apply_crop(self, showers: np.ndarray) -> np.ndarray:
+        """The kept window of a chunk of stored showers (N, *stored)."""
+        if self.crop is None:
+            return showers
+        return showers[(slice(None), *(slice(lo, hi) for lo, hi in self.crop))]
 
 
 ADAPTERS: dict[str, Adapter] = {
@@ -101,6 +124,14 @@ ADAPTERS: dict[str, Adapter] = {
             units={"showers": "MeV", "energy": "GeV", "angles": "rad"},
             geometries=("ild_siw_ecal",),
             transpose=(1, 2, 0),  # stored [layer, x, z_beam] -> canonical [x, y=beam, layer]
+        ),
+        Adapter(
+            "ild_pion_hbfs",
+            {"showers": "hcal_only/layers", "energy": "hcal_only/energy"},
+            units={"showers": "MeV", "energy": "GeV", "angles": "rad"},
+            geometries=("ild_ahcal",),
+            transpose=(1, 2, 0),  # stored [layer, x, z_beam] -> canonical [x, y=beam, layer]
+            crop=((0, 48), (13, 38), (11, 36)),  # the 25x25 window the authors' loaders keep
         ),
         Adapter(
             "calochallenge",
@@ -133,13 +164,13 @@ def _inspect(
     showers = f[resolved["showers"]]
     n = int(showers.shape[0])
     want = adapter.stored_shape(geometry)
-    if tuple(showers.shape[1:]) != want:
+    if adapter.window(tuple(showers.shape[1:])) != want:
         extra = ""
         if geometry.name == "calochallenge":
             extra = f"; the binning XML defines {geometry.n_voxels} voxels"
         raise io.DataFormatError(
             f"{path}: dataset {resolved['showers']!r} has shape {showers.shape}; geometry "
-            f"{geometry.name!r} needs (N, {', '.join(map(str, want))}){extra}"
+            f"{geometry.name!r} needs (N, {', '.join(map(str, want))}){_kept(adapter)}{extra}"
         )
     if n == 0:
         raise io.DataFormatError(f"{path}: dataset {resolved['showers']!r} holds 0 showers (an empty file)")
@@ -157,6 +188,10 @@ def _inspect(
         elif shape[0] != n or (len(shape) > 1 and int(np.prod(shape[1:])) != 1):
             raise io.DataFormatError(f"{path}: dataset {name!r} has shape {shape}, expected ({n},)")
     return n, resolved
+
+
+def _kept(adapter: Adapter) -> str:
+    return "" if adapter.crop is None else f" after keeping the window {list(adapter.crop)}"
 
 
 def _list(f: h5py.File) -> list[str]:
@@ -276,7 +311,7 @@ def _convert_chunk(path, first, raw, names, adapter, s_unit, e_unit, a_unit, pol
             f"{path}: dataset {name_e!r} row {first + i} is {energy[i] / 1e3:.4g} GeV, outside the "
             f"{lo_gev:g}-{hi_gev:g} GeV that the dataset config declares (check energy and units.energy)"
         )
-    showers = np.asarray(raw["showers"], dtype=np.float32)
+    showers = np.asarray(adapter.apply_crop(raw["showers"]), dtype=np.float32)
     if adapter.transpose is not None:
         showers = np.ascontiguousarray(showers.transpose(0, *(1 + np.asarray(adapter.transpose))))
     if s_unit != 1.0:

@@ -8,7 +8,7 @@ this description, so a new detector is a new entry in :data:`GEOMETRIES`.
 
 Axis conventions of the canonical ``showers`` array:
 
-* grid calorimeters (``lcd_ecal``, ``ild_siw_ecal``): shape ``(x, y, z)`` with
+* grid calorimeters (``lcd_ecal``, ``ild_siw_ecal``, ``ild_ahcal``): shape ``(x, y, z)`` with
   ``x`` the transverse direction along phi, ``y`` the transverse direction along
   the beam axis (the plane in which the polar angle theta tilts the shower) and
   ``z`` the layer index (depth);
@@ -423,6 +423,19 @@ def _ild() -> GridCalorimeter:
     return _siw_ecal("ild_siw_ecal", desc, 30, 5.0, ((20, 2.1), (10, 4.2)), 0.166)
 
 
+def _ahcal() -> GridCalorimeter:
+    # ILD analogue HCAL (AHCAL) barrel segment as in the Getting-High pion showers ("Hadrons,
+    # Better, Faster, Stronger", arXiv:2112.09709, 48x25x25 cells): ILD compact description
+    # (k4geo ILD_common_v02 hcal_defs.xml): 48 layers of 20 mm steel and a 6.5 mm chamber
+    # holding the 3 mm polystyrene tiles of 30x30 mm2 (PCB, copper, fibre and air gaps: 3.5 mm,
+    # modelled as air): 5.9 lambda_I, 55 X0. EM stochastic term a = 21.9 % (CALICE AHCAL
+    # electrons, JINST 6 (2011) P04003); hadrons: calofast.simulation.hadronic.
+    desc = "ILD AHCAL, 25x25x48 cells of 30 mm, steel/scintillator (48 x 20 mm Fe, 3 mm tiles)"
+    period = (Slab("Fe", 20.0), Slab("Scint", 3.0, active=True), Slab("Air", 3.5))
+    return GridCalorimeter(name="ild_ahcal", description=desc, nx=25, ny=25, cell_mm=30.0,
+                           sections=(Section(48, period),), stochastic_term=0.219, angle_keys=("theta",))  # fmt: skip
+
+
 #: Presampler calibration weight: ATLAS's EM-scale presampler energy includes a
 #: correction for the energy lost upstream.  Chosen so that the mean presampler
 #: fraction of 65 GeV photons is the 0.7 % that paper 001 quotes for Geant4.
@@ -445,7 +458,13 @@ def _atlas() -> AtlasEMBarrel:
     return AtlasEMBarrel(specs, period, front_radius_mm=1500.0, presampler_radius_mm=1420.0, stochastic_term=0.10)
 
 
-GEOMETRY_FACTORIES = {"lcd_ecal": _lcd, "lcd_ecal_25": _lcd_25, "ild_siw_ecal": _ild, "atlas_em_barrel": _atlas}
+GEOMETRY_FACTORIES = {
+    "lcd_ecal": _lcd,
+    "lcd_ecal_25": _lcd_25,
+    "ild_siw_ecal": _ild,
+    "ild_ahcal": _ahcal,
+    "atlas_em_barrel": _atlas,
+}
 _CACHE: dict[str, Geometry] = {}
 
 

@@ -28,18 +28,21 @@ class Material:
     x0_mm: float  # radiation length [mm]
     ec_mev: float  # critical energy for electrons [MeV]
     dedx_mip: float  # minimum ionisation [MeV/mm]
+    lambda_mm: float  # nuclear interaction length lambda_I [mm]
 
 
-#: PDG values; dE/dx_min converted from MeV cm^2/g with the density.
+#: PDG values; dE/dx_min and lambda_I converted from MeV cm^2/g and g/cm^2 with the density.
+#: ``Scint`` is polystyrene (the AHCAL tiles): Z and A mass-weighted over C8H8.
 MATERIALS: dict[str, Material] = {
     m.name: m
     for m in (
-        Material("W", 74, 183.84, 19.30, 3.504, 7.97, 2.210),
-        Material("Si", 14, 28.0855, 2.329, 93.70, 40.19, 0.3876),
-        Material("Pb", 82, 207.2, 11.35, 5.612, 7.43, 1.274),
-        Material("LAr", 18, 39.948, 1.396, 140.0, 32.84, 0.2121),
-        Material("Fe", 26, 55.845, 7.874, 17.57, 21.68, 1.143),
-        Material("Air", 7.3, 14.6, 0.0012, 303900.0, 87.92, 0.000218),
+        Material("W", 74, 183.84, 19.30, 3.504, 7.97, 2.210, 99.46),
+        Material("Si", 14, 28.0855, 2.329, 93.70, 40.19, 0.3876, 465.2),
+        Material("Pb", 82, 207.2, 11.35, 5.612, 7.43, 1.274, 175.9),
+        Material("LAr", 18, 39.948, 1.396, 140.0, 32.84, 0.2121, 857.7),
+        Material("Fe", 26, 55.845, 7.874, 17.57, 21.68, 1.143, 167.7),
+        Material("Air", 7.3, 14.6, 0.0012, 303900.0, 87.92, 0.000218, 750800.0),
+        Material("Scint", 5.61, 11.16, 1.060, 413.1, 93.11, 0.2052, 727.1),
     )
 }
 
@@ -76,6 +79,14 @@ class EffectiveMedium:
     ehat: float  # e/mip = 1 / (1 + 0.007 (Z_passive - Z_active))
     mip_fraction: float  # active share of the minimum-ionising energy loss
     depth_x0: float  # period thickness in units of X0
+    lambda_mm: float = float("inf")  # nuclear interaction length (1/lambda = sum v_i / lambda_i)
+    #: minimum-ionising energy loss in one period [MeV] (hadronic sampling fluctuations)
+    mip_loss_mev: float = 0.0
+
+    @property
+    def depth_lambda(self) -> float:
+        """Period thickness in units of the nuclear interaction length."""
+        return self.thickness_mm / self.lambda_mm
 
     @property
     def sampling_fraction(self) -> float:
@@ -87,7 +98,7 @@ def effective_medium(slabs: tuple[Slab, ...] | list[Slab]) -> EffectiveMedium:
     """Combine the slabs of one sampling period into an effective medium.
 
     X0 and the Moliere radius use volume fractions (1/X0 = sum v_i / X0_i,
-    1/R_M = sum v_i Ec_i / (X0_i E_s)); Z and A use mass fractions; the
+    1/R_M = sum v_i Ec_i / (X0_i E_s), 1/lambda_I = sum v_i / lambda_i); Z and A use mass fractions; the
     critical energy is E_c = X0_eff * sum v_i Ec_i / X0_i.  The e/mip ratio
     follows GFlash with Z of the heaviest passive and the active material.
     """
@@ -103,6 +114,7 @@ def effective_medium(slabs: tuple[Slab, ...] | list[Slab]) -> EffectiveMedium:
     inv_x0 = sum(t / m.x0_mm for t, m in zip(thick, mats)) / total
     ec_over_x0 = sum(t * m.ec_mev / m.x0_mm for t, m in zip(thick, mats)) / total
     x0 = 1.0 / inv_x0
+    inv_lambda = sum(t / m.lambda_mm for t, m in zip(thick, mats)) / total
     z_eff = sum(w * m.z for w, m in zip(masses, mats)) / mass_total
     a_eff = sum(w * m.a for w, m in zip(masses, mats)) / mass_total
     mip_total = sum(t * m.dedx_mip for t, m in zip(thick, mats))
@@ -127,4 +139,6 @@ def effective_medium(slabs: tuple[Slab, ...] | list[Slab]) -> EffectiveMedium:
         ehat=ehat,
         mip_fraction=mip_active / mip_total if mip_total > 0 else 0.0,
         depth_x0=total * inv_x0,
+        lambda_mm=1.0 / inv_lambda,
+        mip_loss_mev=mip_total,
     )

@@ -25,18 +25,22 @@ CC_BINNING = """<Bins>
 """
 
 
-def ild_hits(showers: np.ndarray, energy_mev: np.ndarray, origin=(0.0, 0.0), cell: float = 5.0) -> dict:
-    """LCTuple-style hit branches at the cell centres of canonical ILD showers.
+def ild_hits(
+    showers: np.ndarray, energy_mev: np.ndarray, origin=(0.0, 0.0), cell: float = 5.0, edges=ILD_LAYER_EDGES
+) -> dict:
+    """LCTuple-style hit branches at the cell centres of canonical grid showers (the ILD ECAL's
+    by default; ``edges``: the layer boundaries along the depth, mm).
 
     Canonical (x, y=beam, z=layer) maps to ROOT x, z (beam) and y (depth); hit
     energies and MC energies in GeV; each event has the primary first in mcene.
     """
     xs, ys, zs, es = [], [], [], []
+    edges = np.asarray(edges, dtype=np.float64)
     for s in showers:
         ix, iv, il = np.nonzero(s)
-        xs.append(origin[0] + (ix - 15 + 0.5) * cell)
-        zs.append(origin[1] + (iv - 15 + 0.5) * cell)
-        ys.append(np.asarray(ILD_LAYER_EDGES)[il] + 3.0)
+        xs.append(origin[0] + (ix - s.shape[0] / 2 + 0.5) * cell)
+        zs.append(origin[1] + (iv - s.shape[1] / 2 + 0.5) * cell)
+        ys.append(0.5 * (edges[il] + edges[il + 1]))
         es.append(s[ix, iv, il] / 1e3)
     mc = [[e / 1e3, 0.001] for e in energy_mev]
     return {

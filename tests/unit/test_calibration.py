@@ -187,13 +187,13 @@ def test_path_length_spread_gives_a_sharp_edge_and_a_long_tail():
 
 
 def test_tail_particle_scales_keep_the_tail_and_the_layer_energy():
-    from calofast.simulation.simulator import _tail_particle_scales
+    from calofast.simulation.spots import tail_particle_scales
 
     # groups (core, tail) of three layers: a normal one, a tail above the layer energy, a tail alone
     counts = np.array([2, 3, 1, 2, 0, 2])
     e_spot = np.array([1.0, 1.0, 0.5, 0.5, 2.0, 2.0], np.float32)  # layer energies 5, 1.5, 4
     g = np.array([0.5, 1.5, 0.2, 0.3, 0.5, 7.0, 1.0, 1.0, 0.5, 1.5], np.float32)
-    scale = _tail_particle_scales(g, counts, e_spot)
+    scale = tail_particle_scales(g, counts, e_spot)
     assert scale[1] == 1.0  # the tail's particles as drawn
     assert scale[0] == pytest.approx((5.0 - 1.0) / 2.0)  # the core takes the rest
     assert scale[3] == pytest.approx(1.5 / 2.0) and scale[2] == 0.0  # the tail alone exceeds it

@@ -19,7 +19,7 @@ def test_valid_config_gets_schema_defaults(make_config):
 
 def test_the_shipped_config_is_valid(repo_root):
     cfg = validate_config(yaml.safe_load((repo_root / "config.yaml").read_text()))
-    assert set(cfg["datasets"]) == {"lcd_ele", "atlas_photon", "ild_photon", "ild_photon_50"}
+    assert set(cfg["datasets"]) == {"lcd_ele", "atlas_photon", "ild_photon", "ild_pion", "ild_photon_50"}
 
 
 D = "datasets"
@@ -38,7 +38,7 @@ def _ds(c, name="lcd_ele"):
         (lambda c: _ds(c).update(n_showers=0), r"0 is less than the minimum of 1"),
         (
             lambda c: _ds(c).update(geometry="cms_hgcal"),
-            r"'cms_hgcal' is not one of \['lcd_ecal', 'lcd_ecal_25', 'atlas_em_barrel', 'ild_siw_ecal', 'calochallenge'\]",
+            r"'cms_hgcal' is not one of \['lcd_ecal', 'lcd_ecal_25', 'atlas_em_barrel', 'ild_siw_ecal', 'ild_ahcal', 'calochallenge'\]",
         ),
         (
             lambda c: _ds(c).update(source="cernbox"),
@@ -59,7 +59,7 @@ def _ds(c, name="lcd_ele"):
         (lambda c: _ds(c).update(geometry="calochallenge"), r"'binning' is a required property"),
         (
             lambda c: _ds(c).update(source="local", local={"path": "x.h5"}, format="hdf5"),
-            r"'hdf5' is not one of \['canonical', 'lcd_3dgan', 'lcd_3dgan_fixed_angle', 'ild_getting_high', 'calochallenge'\]",
+            r"'hdf5' is not one of \['canonical', 'lcd_3dgan', 'lcd_3dgan_fixed_angle', 'ild_getting_high', 'ild_pion_hbfs', 'calochallenge'\]",
         ),
         (
             lambda c: _ds(c).update(units={"showers": "GW"}),
@@ -136,7 +136,18 @@ CC = {"geometry": "calochallenge", "binning": {"path": "b.xml", "particle": "pho
             lambda c: _ds(c).update(energy={"distribution": "uniform", "min_gev": 9, "max_gev": 3}),
             r"min_gev 9 > max_gev 3",
         ),
-        (lambda c: _ds(c).update(particle="pion"), r"datasets\.lcd_ele\.particle: the simulator makes electromagnetic"),
+        (
+            lambda c: _ds(c).update(particle="pi0"),
+            r"datasets\.lcd_ele\.particle: the simulator makes \[.*'pion'\] showers",
+        ),
+        (
+            lambda c: _ds(c, "atlas_photon").update(particle="pion"),
+            r"datasets\.atlas_photon\.geometry: the simulator makes pion showers on grid geometries",
+        ),
+        (
+            lambda c: _ds(c).update(particle="pion", simulation={"calibration": "my.json"}),
+            r"datasets\.lcd_ele\.simulation\.calibration: pion showers have no calibration file",
+        ),
         (
             lambda c: _ds(c).update(energy={"distribution": "uniform", "min_gev": float("nan"), "max_gev": 3}),
             r"datasets\.lcd_ele\.energy\.min_gev: not a finite number",

@@ -404,3 +404,31 @@ def test_a_calochallenge_file_without_showers_is_refused(dataset_cfg, cc_files, 
     with pytest.raises(io.DataFormatError, match=r"dataset_toy_empty.hdf5: dataset 'showers' holds 0 showers"):
         convert_files(_cc_ds(dataset_cfg, xml), [src], tmp_path / "out.h5", progress=False)
     assert not (tmp_path / "out.h5").exists()
+
+
+def test_ild_pion_hbfs_keeps_the_authors_window_and_transposes(dataset_cfg, tmp_path):
+    """The (N, 48, 48, 48) [layer, x, z] files: the window [:, 13:38, 11:36] becomes the
+    canonical (x, y=beam, layer) 25x25x48 of ild_ahcal; a pion's energy scale passes the check."""
+    from calofast.geometry import get_geometry
+    from calofast.simulation.simulator import simulate
+
+    canon = simulate(get_geometry("ild_ahcal"), np.full(4, 40e3), {}, "pion", np.random.default_rng(2)).showers
+    stored = np.zeros((4, 48, 48, 48), dtype=np.float32)
+    stored[:, :, 13:38, 11:36] = canon.transpose(0, 3, 1, 2)  # canonical (x, y, layer) -> [layer, x, z]
+    stored[:, 5, 0, 0] = 7.0  # outside the window: not read
+    src = tmp_path / "pion.hdf5"
+    with h5py.File(src, "w") as g:
+        grp = g.create_group("hcal_only")
+        grp["layers"] = stored
+        grp["energy"] = np.full((4, 1), 40.0)
+    ds = _ds(dataset_cfg, "ild_photon", format="ild_pion_hbfs", geometry="ild_ahcal", particle="pion")
+    out = convert_files(ds, [src], tmp_path / "o.h5", progress=False)
+    with h5py.File(out) as f:
+        assert f["showers"].shape == (4, 25, 25, 48)
+        assert_allclose(f["showers"][:], canon)
+        assert_allclose(f["energy"][:], 40e3)
+    with h5py.File(src, "w") as g:  # the window does not fit a smaller grid
+        g["hcal_only/layers"] = np.zeros((2, 48, 30, 30), dtype=np.float32)
+        g["hcal_only/energy"] = np.full((2, 1), 40.0)
+    with pytest.raises(io.DataFormatError, match=r"keeps the window \[\(0, 48\), \(13, 38\), \(11, 36\)\]"):
+        convert_files(ds, [src], tmp_path / "o2.h5", progress=False)

@@ -43,3 +43,17 @@ def test_table_is_physical():
         if m.name not in ("Air",):
             assert m.ec_mev == pytest.approx(610.0 / (m.z + 1.24), rel=0.25), m.name
     assert math.isclose(MATERIALS["Pb"].x0_mm, 5.612)
+
+
+def test_interaction_lengths_and_the_ahcal_period():
+    # PDG: lambda_I(Fe) = 132.1 g/cm2 / 7.874 g/cm3 = 16.77 cm; polystyrene 77.07 g/cm2 / 1.06
+    assert_allclose(get_material("Fe").lambda_mm, 167.7)
+    assert_allclose(get_material("Scint").lambda_mm, 770.7 / 1.06, rtol=1e-3)
+    med = effective_medium([Slab("Fe", 20.0), Slab("Scint", 3.0, active=True), Slab("Air", 3.5)])
+    assert_allclose(med.depth_lambda, 20.0 / 167.7 + 3.0 / 727.1 + 3.5 / 750800.0, rtol=1e-12)
+    assert_allclose(med.mip_loss_mev, 20.0 * 1.143 + 3.0 * 0.2052 + 3.5 * 0.000218)
+    assert 48 * med.depth_lambda == pytest.approx(5.92, abs=0.01)  # the ILD AHCAL: 5.9 lambda_I
+    assert med.ehat == pytest.approx(1.0 / (1.0 + 0.007 * (26 - 5.61)))
+    for m in MATERIALS.values():  # hadrons go further than electrons everywhere, most so in heavy metals
+        assert m.lambda_mm > m.x0_mm
+    assert get_material("W").lambda_mm / get_material("W").x0_mm > 10 * get_material("Scint").lambda_mm / 413.1

@@ -149,3 +149,26 @@ def test_root_empty_truncated_and_bad_hits_are_named(dataset_cfg, root_file, tmp
     ):
         convert_root(_ds(dataset_cfg, bad), [bad], tmp_path / "o.h5", step_size=5, progress=False)
     assert np.isfinite(energy).all()
+
+
+def test_root_pion_hits_on_the_ahcal(dataset_cfg, tmp_path):
+    """The ROOT route of the ILD AHCAL pions (the Getting-High files' source: ILD hits of the HCAL
+    barrel, depth along y, 48 layers of 26.5 mm pitch from 2065.75 mm, 30 mm cells)."""
+    import numpy as np
+
+    from calofast.simulation.simulator import simulate
+
+    g = get_geometry("ild_ahcal")
+    energy = np.array([20e3, 60e3, 90e3])
+    showers = simulate(g, energy, {}, "pion", np.random.default_rng(3)).showers
+    edges = [2065.75 + 26.5 * i for i in range(49)]
+    path = write_root(tmp_path / "pions.root", ild_hits(showers, energy, origin=(30.0, 1000.0), cell=30.0, edges=edges),
+                      tree="pionSIM")  # fmt: skip
+    ds = _ds(dataset_cfg, path, tree="pionSIM", origin_mm=[30.0, 1000.0], layer_edges_mm=None, layer_start_mm=2065.75,
+             layer_pitch_mm=26.5)  # fmt: skip
+    ds.update(geometry="ild_ahcal", particle="pion")
+    out = convert_root(ds, [path], tmp_path / "o.h5", progress=False)
+    with h5py.File(out) as f:
+        assert f["showers"].shape == (3, 25, 25, 48)
+        assert_allclose(f["showers"][:], showers, rtol=1e-5, atol=1e-6)
+        assert_allclose(f["energy"][:], energy, rtol=1e-6)

@@ -55,10 +55,10 @@ def test_photons_convert_after_a_mean_free_path():
     assert np.all(e.t_start == 0)
 
 
-def test_hadrons_are_refused():
+def test_unknown_particles_are_refused():
     g = get_geometry("lcd_ecal")
-    with pytest.raises(ValueError, match="not an electromagnetic particle"):
-        simulate(g, np.array([1e4]), {}, "pion", np.random.default_rng(0))
+    with pytest.raises(ValueError, match="'pi0' is not an electromagnetic particle"):
+        simulate(g, np.array([1e4]), {}, "pi0", np.random.default_rng(0))
 
 
 def test_stochastic_term_override_changes_the_spread():
@@ -91,3 +91,31 @@ def test_entry_point_rule_moves_the_shower_axis():
         centres[entry] = x.mean()
     assert centres["axis"] == pytest.approx(15.0, abs=0.05)
     assert centres["central_cell"] == pytest.approx(15.5, abs=0.05)
+
+
+def test_deposit_groups_keeps_each_groups_energy_and_passes_the_group_to_the_sampler():
+    """Two spot populations per (shower, layer): each keeps its energy exactly (tiny radii: all
+    inside the window), the sampler is told which spots are the second population's, and a
+    population without spots deposits nothing."""
+    from calofast.simulation.spots import deposit_groups
+
+    g = get_geometry("ild_ahcal")
+    n, n_layers = 3, g.n_layers
+    place = g.place(np.random.default_rng(0), {}, np.full(n, 10.0))
+    rng = np.random.default_rng(1)
+    n_core = rng.integers(0, 5, (n, n_layers))
+    n_tail = rng.integers(0, 5, (n, n_layers))
+    energy = np.stack([n_core * 1.5, n_tail * 0.25], axis=-1)  # MeV, 0 where a group has no spots
+    seen = []
+
+    def sampler(r, tail):
+        seen.append(tail.copy())
+        return np.where(tail, 1.0, 3.0).astype(np.float32) * r.uniform(0.5, 1.5, tail.shape[0]).astype(np.float32)
+
+    radius = np.full((n, n_layers), 1e-3)
+    out = deposit_groups(g, place, n_core, n_tail, radius, radius, energy, rng, sampler).reshape(n, *g.cell_shape)
+    assert_allclose(out.sum(axis=(1, 2)), energy.sum(axis=-1), rtol=1e-5)
+    tail = np.concatenate(seen)
+    assert tail.sum() == n_tail.sum() and (~tail).sum() == n_core.sum()
+    # all in the axis cell of each layer
+    assert np.all((out > 0).sum(axis=(1, 2)) <= 1)
