@@ -313,7 +313,7 @@ def check_models(config: dict[str, Any]) -> None:
                     f"{sw}.preprocessing: {stage['preprocessing']!r} reads dataset {prep['dataset']!r}, "
                     f"the model learns {model['dataset']!r}"
                 )
-            stages.append((sw, {"name": stage["preprocessing"], **prep}))
+            stages.append((sw, {"name": stage["preprocessing"], **prep, "geometry": ds["geometry"]}))
         gen = model["generation"]
         if gen["conditions"] not in family.condition_sources:
             raise ConfigError(

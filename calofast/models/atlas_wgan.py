@@ -17,7 +17,7 @@ from torch import nn
 
 from calofast.models.atlas_common import AtlasFamily
 from calofast.models.family import Batch, StepContext, TrainSettings, frozen, register
-from calofast.models.layers import ATLAS_LAYER_SIZES, CONDITIONS, leaky_mlp, n_conditions
+from calofast.models.layers import ATLAS_LAYER_SIZES, CONDITIONS, gradient_penalty, leaky_mlp, n_conditions
 
 
 @dataclass(frozen=True)
@@ -111,22 +111,6 @@ class AtlasGAN(nn.Module):
     @torch.no_grad()
     def sample(self, c: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.generate(c, generator)
-
-
-def gradient_penalty(
-    critic, real: torch.Tensor, fake: torch.Tensor, c: torch.Tensor, sided: str = "two", eps: torch.Tensor | None = None
-) -> torch.Tensor:
-    """E[(||grad_x D(x_hat, c)||_2 - 1)^2] at x_hat = eps real + (1 - eps) fake (eps ~ U(0, 1)
-    per shower; the conditions are not interpolated); ``sided="one"`` penalises norms above 1 only."""
-    if eps is None:
-        eps = torch.rand(real.shape[0], 1, device=real.device, dtype=real.dtype)
-    x_hat = (eps * real + (1 - eps) * fake).detach().requires_grad_(True)
-    out = critic(x_hat, c)
-    (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
-    excess = grad.norm(2, dim=1) - 1.0
-    if sided == "one":
-        excess = excess.clamp_min(0.0)
-    return torch.mean(excess.pow(2))
 
 
 def critic_loss(model: AtlasGAN, real: torch.Tensor, fake: torch.Tensor, c: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -10,6 +10,8 @@ shared machinery calls:
 * :meth:`ModelFamily.build` and :meth:`ModelFamily.optimizers`;
 * :meth:`ModelFamily.train_step` - one optimisation step on ``batches_per_step``
   batches (an n-critic loop, two generator updates: whatever the paper does);
+* :meth:`ModelFamily.start_of_stage` - optional (e.g. pre-training an auxiliary regressor
+  on the training showers before the first update of a fresh stage);
 * :meth:`ModelFamily.end_of_stage` - optional (e.g. fitting a latent density into
   buffers, on every checkpoint since any epoch may be selected);
 * :meth:`ModelFamily.network_input` and :meth:`ModelFamily.generation_network` -
@@ -202,6 +204,14 @@ class ModelFamily:
 
     def epoch_record(self, model: nn.Module, epoch: int) -> dict[str, float]:
         """Extra history entries of an epoch (e.g. an annealed weight)."""
+        return {}
+
+    def start_of_stage(self, model: nn.Module, batches: Iterator[Batch], train: Any) -> dict[str, float]:
+        """Optional: prepare what training needs before the first update of a stage that starts
+        without a checkpoint of its own (e.g. pre-train a regressor that then stays frozen), from
+        ``batches``, an endless stream of training batches (pass after pass; take what is needed),
+        on the device, seeded. A resumed stage has the result in its weights. Returns entries for
+        the training summary."""
         return {}
 
     def end_of_stage(self, model: nn.Module, batches: Callable[[], Iterator[Batch]]) -> None:

@@ -1,5 +1,5 @@
 """Building blocks shared by model families: the ATLAS condition vector, MLPs with
-Keras-like initialisers, per-layer energy fractions."""
+Keras-like initialisers, per-layer energy fractions, the WGAN gradient penalty."""
 
 from __future__ import annotations
 
@@ -88,3 +88,21 @@ def layer_fractions(x: torch.Tensor, layer_sizes: tuple[int, ...], eps: float = 
     """(N, M) fraction of each shower's energy in each layer."""
     per_layer = torch.stack([part.sum(dim=1) for part in torch.split(x, list(layer_sizes), dim=1)], dim=1)
     return per_layer / per_layer.sum(dim=1, keepdim=True).clamp_min(eps)
+
+
+def gradient_penalty(
+    critic, real: torch.Tensor, fake: torch.Tensor, c: torch.Tensor, sided: str = "two", eps: torch.Tensor | None = None
+) -> torch.Tensor:
+    """E[(||grad_x D(x_hat, c)||_2 - 1)^2] at x_hat = eps real + (1 - eps) fake (eps ~ U(0, 1)
+    per shower; the conditions are not interpolated; the norm over all of a shower's values);
+    ``sided="one"`` penalises norms above 1 only."""
+    if eps is None:
+        eps = torch.rand(real.shape[0], device=real.device, dtype=real.dtype)
+    eps = eps.reshape(-1, *([1] * (real.dim() - 1)))
+    x_hat = (eps * real + (1 - eps) * fake).detach().requires_grad_(True)
+    out = critic(x_hat, c)
+    (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
+    excess = grad.flatten(1).norm(2, dim=1) - 1.0
+    if sided == "one":
+        excess = excess.clamp_min(0.0)
+    return torch.mean(excess.pow(2))

@@ -145,6 +145,13 @@ def fit(spec: dict[str, Any]) -> dict[str, Any]:
             max_batches,
         )
 
+    prepared: dict[str, float] = {}
+    if latest is None and type(family).start_of_stage is not ModelFamily.start_of_stage:
+        seed_everything(cfg.seed, stage_index, epochs, 0)  # the same preparation on every rank and rerun
+        passes = itertools.chain.from_iterable(batches(epochs + 1 + k, 0, 1) for k in itertools.count())
+        prepared = family.start_of_stage(model, (_to(b, device) for b in passes), cfg)
+        log.info("stage %s prepared: %s", stage_name, prepared)
+
     for epoch in range(start_epoch, epochs):
         seed_everything(cfg.seed, stage_index, epoch, rank)
         data = batches(epoch)
@@ -221,6 +228,7 @@ def fit(spec: dict[str, Any]) -> dict[str, Any]:
         "checkpoints": sorted(str(p) for p in ck_dir.glob("epoch-*.pt")),
         "world_size": world,
         "rank_checksums": rank_checksums,  # DDP: (sum, sum of squares) of the weights on every rank
+        "prepared": prepared,  # what the family's start_of_stage reported (a fresh stage only)
         "device": str(device),
     }
     if rank == 0 and spec.get("summary"):

@@ -198,6 +198,13 @@ def test_default_target_builds_every_stage(finished_run, inputs):
     ok = timing[timing["status"] == "ok"]
     assert set(ok["variant"]) == {"plain_fp32", "fast_fp32", "fast_bf16"} and set(ok["batch_size"]) == {1, 3}
     np.testing.assert_allclose(ok["ms_per_shower"] * ok["showers_per_s"], 1000.0, rtol=1e-4)
+    # the Getting-High WGAN on the hadronic dataset: constrainer pre-trained, showers generated
+    training = json.loads((workdir / "results/ild_pion/ghwgan_tiny/stage-all/seed-1/training.json").read_text())
+    assert training["prepared"]["constrainer_steps"] == 3 and len(training["history"]) == 2
+    with h5py.File(workdir / "results/ild_pion/ghwgan_tiny/generated.h5") as f:
+        io.check_canonical(f, "generated", "ild_ahcal")
+        assert f["showers"].shape == (10, 25, 25, 48)
+    assert (workdir / "results/ild_pion/ghwgan_tiny/validation/judge.json").exists()
     assert (ok["ms_per_shower_min"] <= ok["ms_per_shower"]).all() and (
         ok["ms_per_shower"] <= ok["ms_per_shower_max"]
     ).all()
@@ -359,7 +366,8 @@ def test_editing_one_value_reruns_only_what_depends_on_it(finished_run, repo_roo
         ("validate_model", "dataset=lcd_ele, model=gan_tiny"),
     ]
     # a validation setting reruns the validations only, a judge setting the judges only
-    models = ["dataset=atlas_photon, model=vae_tiny", "dataset=atlas_photon, model=wgan_tiny", model]
+    pion = "dataset=ild_pion, model=ghwgan_tiny"
+    models = ["dataset=atlas_photon, model=vae_tiny", "dataset=atlas_photon, model=wgan_tiny", pion, model]
     assert plan(lambda c: c["validation"].update(n_bootstrap=12)) == [("all", "")] + [
         ("validate_model", m) for m in models
     ]
@@ -370,7 +378,7 @@ def test_editing_one_value_reruns_only_what_depends_on_it(finished_run, repo_roo
     ]
     assert plan(lambda c: c["benchmark"].update(repeats=3)) == [("all", "")] + [
         ("benchmark_model", m) for m in models
-    ] + [("benchmark_reference", "dataset=atlas_photon"), ("benchmark_reference", "dataset=lcd_ele")]
+    ] + [("benchmark_reference", f"dataset={d}") for d in ("atlas_photon", "ild_pion", "lcd_ele")]
     # the optional Geant4 baseline adds its timing job to grid datasets with a model
     geant4 = {"enabled": True, "data_dir": "/nowhere"}
     assert plan(lambda c: c["benchmark"].update(geant4=geant4)) == [
@@ -392,11 +400,11 @@ def test_report_collects_the_figures_and_tables(finished_run, repo_root, tmp_pat
     report = tmp_path / "report.zip"
     snakemake(repo_root, finished_run, "--report", str(report))
     names = zipfile.ZipFile(report).namelist()
-    assert sum(n.endswith("quicklook.png") for n in names) == 6
-    assert sum(n.endswith("comparison.png") for n in names) == 3
-    assert sum(n.endswith("metrics.csv") for n in names) == 3
-    assert sum(n.endswith("judge.png") for n in names) == 3
-    assert sum(n.endswith("timing.png") for n in names) == 3 and sum(n.endswith("timing.csv") for n in names) == 3
+    assert sum(n.endswith("quicklook.png") for n in names) == 7
+    assert sum(n.endswith("comparison.png") for n in names) == 4
+    assert sum(n.endswith("metrics.csv") for n in names) == 4
+    assert sum(n.endswith("judge.png") for n in names) == 4
+    assert sum(n.endswith("timing.png") for n in names) == 4 and sum(n.endswith("timing.csv") for n in names) == 4
     assert sum(n.endswith("scan.csv") for n in names) == 1
     figures = {Path(n).name for n in names} & {
         p.name for p in finished_run.glob("results/*/*/validation/figures/*.png")
@@ -406,10 +414,11 @@ def test_report_collects_the_figures_and_tables(finished_run, repo_root, tmp_pat
     assert "gan_tiny</tt> (3dgan on lcd_ele)" in html and "this model is NOT converged" in html
     assert "vae_tiny</tt> (atlas_vae on atlas_photon)" in html and "a scan of architecture.latent_dim" in html
     assert "wgan_tiny</tt> (atlas_wgan on atlas_photon)" in html and "seeds [1, 2]" in html
-    assert html.count("NOT converged") >= 3
+    assert "ghwgan_tiny</tt> (gh_wgan on ild_pion)" in html and "200,000 (pions)" in html
+    assert html.count("NOT converged") >= 4
     # one list item per model (the template keeps the items apart)
     items = re.findall(r'<li><tt class=\\"docutils literal\\">(\w+)</tt> \(', html)
-    assert sorted(items) == ["gan_tiny", "vae_tiny", "wgan_tiny"]
+    assert sorted(items) == ["gan_tiny", "ghwgan_tiny", "vae_tiny", "wgan_tiny"]
 
 
 def test_slurm_profile_dry_run(repo_root, inputs, tmp_path):
@@ -418,7 +427,7 @@ def test_slurm_profile_dry_run(repo_root, inputs, tmp_path):
     out = proc.stdout + proc.stderr
     # the profile's resources; the partition is left to the plugin's selection (partitions.yaml)
     assert "runtime=60" in out and "slurm_partition" not in out
-    assert re.search(r"simulate_synthetic\s+3", out)
+    assert re.search(r"simulate_synthetic\s+4", out)
     assert re.search(r"download_zenodo\s+1", out)
 
 

@@ -7,8 +7,8 @@ import torch
 from calofast.data.preprocess import alignment_from_multihot, alignment_multihot
 from calofast.metrics.distances import CovarianceAccumulator, covariance, covariance_distance, layer_ks_distance
 from calofast.models.atlas_vae import AtlasVAE, AtlasVAEConfig, kl_divergence, kl_weight, vae_losses
-from calofast.models.atlas_wgan import AtlasGAN, AtlasGANConfig, critic_loss, generator_loss, gradient_penalty
-from calofast.models.layers import ATLAS_LAYER_SIZES, condition_vector, layer_fractions, n_conditions
+from calofast.models.atlas_wgan import AtlasGAN, AtlasGANConfig, critic_loss, generator_loss
+from calofast.models.layers import ATLAS_LAYER_SIZES, condition_vector, gradient_penalty, layer_fractions, n_conditions
 
 
 def _conditions(n, conditions):

@@ -223,7 +223,11 @@ def test_model_defaults(make_config):
 @pytest.mark.parametrize(
     "mutate, error, message",
     [
-        (lambda m: m.update(type="vae"), WorkflowError, r"'vae' is not one of \['3dgan', 'atlas_vae', 'atlas_wgan'\]"),
+        (
+            lambda m: m.update(type="vae"),
+            WorkflowError,
+            r"'vae' is not one of \['3dgan', 'atlas_vae', 'atlas_wgan', 'gh_gan', 'gh_wgan'\]",
+        ),
         (lambda m: m["stages"][0].update(epochs=0), WorkflowError, r"0 is less than the minimum of 1"),
         (lambda m: m.update(stages=[]), WorkflowError, r"\[\] should be non-empty"),
         (lambda m: m.update(train={"batchsize": 8}), WorkflowError, r"'batchsize' was unexpected"),
