@@ -47,6 +47,9 @@ from calofast.util.devices import DeviceError, pick_device
 from calofast.util.files import write_json
 
 log = logging.getLogger(__name__)
+#: the epoch index that seeds a family's start_of_stage and its passes over the data (beyond any
+#: training epoch)
+PREPARE_EPOCH = 1_000_000
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -147,8 +150,9 @@ def fit(spec: dict[str, Any]) -> dict[str, Any]:
 
     prepared: dict[str, float] = {}
     if latest is None and type(family).start_of_stage is not ModelFamily.start_of_stage:
-        seed_everything(cfg.seed, stage_index, epochs, 0)  # the same preparation on every rank and rerun
-        passes = itertools.chain.from_iterable(batches(epochs + 1 + k, 0, 1) for k in itertools.count())
+        # the same preparation on every rank and rerun, whatever the stage's epoch count
+        seed_everything(cfg.seed, stage_index, PREPARE_EPOCH, 0)
+        passes = itertools.chain.from_iterable(batches(PREPARE_EPOCH + k, 0, 1) for k in itertools.count())
         prepared = family.start_of_stage(model, (_to(b, device) for b in passes), cfg)
         log.info("stage %s prepared: %s", stage_name, prepared)
 
