@@ -190,7 +190,7 @@ class GHGANFamily(ModelFamily):
     geometries: ClassVar[tuple[str, ...]] = ("ild_siw_ecal",)
     selection_scores: ClassVar[tuple[str, ...]] = ("sampling_fraction", "layer_response")
     default_micro_batch: ClassVar[int | None] = 64
-    train_threads: ClassVar[int] = 2
+    train_threads: ClassVar[int] = 1  # small demo batches gain little from a second thread
 
     def check_config(self, arch: GHGANConfig, stages, generation) -> None:
         check_geometry(self.name, "ild_ecal", stages)

@@ -235,7 +235,7 @@ class GHWGANFamily(ModelFamily):
     geometries: ClassVar[tuple[str, ...]] = ("ild_siw_ecal", "ild_ahcal")
     selection_scores: ClassVar[tuple[str, ...]] = ("sampling_fraction", "layer_response")
     default_micro_batch: ClassVar[int | None] = 64
-    train_threads: ClassVar[int] = 2
+    train_threads: ClassVar[int] = 1  # small demo batches gain little from a second thread
 
     def check_config(self, arch: GHWGANConfig, stages, generation) -> None:
         check_geometry(self.name, arch.layout, stages)
