@@ -67,10 +67,10 @@ def test_workflow_runs_on_slurm(slurm_partition, repo_root, tmp_path):
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=560)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
-    # 3 simulations, 4 preprocessings, 1 conversion, 4 quick-looks go to SLURM; the download runs locally
-    assert out.count("has been submitted with SLURM jobid") == 12
+    # 4 simulations, 5 preprocessings, 1 conversion, 5 quick-looks go to SLURM; the download runs locally
+    assert out.count("has been submitted with SLURM jobid") == 15
     assert "localrule download_zenodo:" in out
-    for ds in ("lcd_ele", "atlas_photon", "ild_photon_50", "cc_toy"):
+    for ds in ("lcd_ele", "atlas_photon", "ild_photon_50", "ild_pion", "cc_toy"):
         with h5py.File(tmp_path / "data" / ds / "showers.h5") as f:
             io.check_canonical(f, ds)
         assert (tmp_path / "results" / ds / "quicklook.png").exists()

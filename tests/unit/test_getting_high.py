@@ -112,7 +112,7 @@ def test_constrainer_penalty_compares_fake_and_real_errors():
     fake = real * 3
     with torch.no_grad():
         want = ((model.constrainer(fake) - e) ** 2 - (model.constrainer(real) - e) ** 2).abs().mean()
-    assert float(constrainer_penalty(model, real, fake, e)) == pytest.approx(float(want), rel=1e-6)
+    assert float(constrainer_penalty(model, real, fake, e).detach()) == pytest.approx(float(want), rel=1e-6)
     # the penalty reaches the generator's showers, not the (frozen) real ones
     fake = fake.requires_grad_(True)
     constrainer_penalty(model, real, fake, e).backward()
