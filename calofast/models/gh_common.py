@@ -107,6 +107,18 @@ def to_canonical(v: torch.Tensor) -> torch.Tensor:
     return v[:, 0].permute(0, 2, 3, 1)
 
 
+class CanonicalGenerator(nn.Module):
+    """A generator of (N, 1, layer, u, v) volumes as the generation path: network input ->
+    canonical (N, u, v, layer) showers."""
+
+    def __init__(self, generator: nn.Module) -> None:
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return to_canonical(self.generator(z))
+
+
 def uniform_noise(normal: torch.Tensor) -> torch.Tensor:
     """N(0, 1) noise mapped to U(-1, 1) (2 Phi(z) - 1 = erf(z / sqrt 2)): the reference's latent
     distribution from the workflow's normal draws."""

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from calofast.models.family import Batch, ModelFamily, StepContext, TrainSettings, frozen, register
-from calofast.models.gh_common import check_geometry, init_normal, to_canonical, to_volume, uniform_noise
+from calofast.models.gh_common import CanonicalGenerator, check_geometry, init_normal, to_volume, uniform_noise
 
 
 @dataclass(frozen=True)
@@ -155,17 +155,6 @@ def generator_loss(model: GHGAN, fake: torch.Tensor, energy_gev: torch.Tensor):
     return {"total": loss}
 
 
-class GeneratorNetwork(nn.Module):
-    """[E x noise U(-1, 1)] -> canonical showers (the generation path)."""
-
-    def __init__(self, model: GHGAN) -> None:
-        super().__init__()
-        self.generator = model.generator
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return to_canonical(self.generator(z))
-
-
 @dataclass(frozen=True)
 class GHGANTrain(TrainSettings):
     """Adam lr 1e-5, betas (0.5, 0.999), batch 32 (the reference)."""
@@ -232,4 +221,4 @@ class GHGANFamily(ModelFamily):
         return model.generator_input(uniform_noise(noise), conditions["energy_gev"])
 
     def generation_network(self, model: GHGAN) -> nn.Module:
-        return GeneratorNetwork(model)
+        return CanonicalGenerator(model.generator)

@@ -33,13 +33,13 @@ from torch import nn
 from calofast.models.family import Batch, ModelFamily, StepContext, TrainSettings, frozen, register
 from calofast.models.gh_common import (
     BranchGenerator,
+    CanonicalGenerator,
     ConvCritic,
     EnergyRegressor,
     ResNetCritic,
     as_blocks,
     check_geometry,
     layout_of,
-    to_canonical,
     to_volume,
     uniform_noise,
 )
@@ -159,17 +159,6 @@ def generator_loss(model: GHWGAN, real: torch.Tensor, fake: torch.Tensor, energy
     terms["energy"] = model.cfg.kappa * constrainer_penalty(model, real, fake, energy_gev)
     terms["total"] = terms["adversarial"] + terms["energy"]
     return terms
-
-
-class GeneratorNetwork(nn.Module):
-    """[E, noise U(-1, 1)] -> canonical showers (the generation path)."""
-
-    def __init__(self, model: GHWGAN) -> None:
-        super().__init__()
-        self.generator = model.generator
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return to_canonical(self.generator(z))
 
 
 # --------------------------------------------------------------------------- the family
@@ -298,4 +287,4 @@ class GHWGANFamily(ModelFamily):
         return torch.cat([model.condition(conditions["energy_gev"])[:, None], uniform_noise(noise)], dim=1)
 
     def generation_network(self, model: GHWGAN) -> nn.Module:
-        return GeneratorNetwork(model)
+        return CanonicalGenerator(model.generator)
