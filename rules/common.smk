@@ -190,6 +190,13 @@ def train_spec(wildcards):
     """Everything the training job depends on (the params of train_stage)."""
     model = _model(wildcards)
     i, stage = _stage(wildcards)
+    family = get_family(model["type"])
+    # only the settings this stage's phase depends on (a later phase's keys do not rerun it)
+    arch, train = family.phase_settings(
+        stage.get("phase") or (family.phases[0] if family.phases else None),
+        model.get("architecture", {}),
+        model.get("train", {}),
+    )
     return {
         "model_name": wildcards.model,
         "model_type": model["type"],
@@ -198,8 +205,9 @@ def train_spec(wildcards):
         "stage_index": i,
         "epochs": stage["epochs"],
         "lr": stage.get("lr"),
-        "model": model.get("architecture", {}),
-        "train": {**model.get("train", {}), "seed": _seed(wildcards)},
+        **({"phase": stage["phase"]} if stage.get("phase") else {}),
+        "model": arch,
+        "train": {**train, "seed": _seed(wildcards)},
         "keep_last": model["selection"]["last_k"],
         "preprocessing": PREPROCESSING[stage["preprocessing"]],
         "checkpoint_dir": f"{seed_dir(wildcards, stage['name'])}/checkpoints",
@@ -422,9 +430,11 @@ REFERENCE_BENCHMARK_KEYS = (
 
 
 def model_benchmark_config(wildcards):
-    """The benchmark settings a model's timing depends on (the Geant4 settings reach it
-    through the Geant4 timing file, an input, only where the dataset has one)."""
-    return {k: v for k, v in config["benchmark"].items() if k != "geant4"}
+    """The benchmark settings a model's timing depends on, the model's own benchmark block
+    over the top-level one (the Geant4 settings reach it through the Geant4 timing file, an
+    input, only where the dataset has one)."""
+    merged = {**config["benchmark"], **_model(wildcards).get("benchmark", {})}
+    return {k: v for k, v in merged.items() if k != "geant4"}
 
 
 def reference_benchmark_config(wildcards):

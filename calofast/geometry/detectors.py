@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from calofast.geometry.materials import EffectiveMedium, Slab, effective_medium
+from calofast.geometry.materials import MIP_MPV_FRACTION, EffectiveMedium, Slab, effective_medium
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,9 @@ class Geometry:
     #: per-shower angle datasets stored with the showers, in radians
     angle_keys: tuple[str, ...]
     has_alignment: bool = False
+    #: the validation's hit threshold [MeV] (half a MIP where the detector has a MIP scale;
+    #: paper 000's 0.2 MeV otherwise)
+    hit_threshold_mev: float = 0.2
 
     @property
     def n_cells(self) -> int:
@@ -420,7 +423,9 @@ def _ild() -> GridCalorimeter:
     # 20 x 2.1 mm then 10 x 4.2 mm tungsten, 5x5 mm2 silicon cells.  a = 16.6 %
     # (CALICE Si-W physics prototype, NIM A 608 (2009) 372).
     desc = "ILD Si-W ECAL, 30x30x30 cells of 5 mm (20x2.1 + 10x4.2 mm W)"
-    return _siw_ecal("ild_siw_ecal", desc, 30, 5.0, ((20, 2.1), (10, 4.2)), 0.166)
+    g = _siw_ecal("ild_siw_ecal", desc, 30, 5.0, ((20, 2.1), (10, 4.2)), 0.166)
+    g.hit_threshold_mev = 0.1  # half a MIP in 0.5 mm Si: the Getting-High code's "0.5 MIP" cut
+    return g
 
 
 def _ahcal() -> GridCalorimeter:
@@ -432,8 +437,11 @@ def _ahcal() -> GridCalorimeter:
     # electrons, JINST 6 (2011) P04003); hadrons: calofast.simulation.hadronic.
     desc = "ILD AHCAL, 25x25x48 cells of 30 mm, steel/scintillator (48 x 20 mm Fe, 3 mm tiles)"
     period = (Slab("Fe", 20.0), Slab("Scint", 3.0, active=True), Slab("Air", 3.5))
-    return GridCalorimeter(name="ild_ahcal", description=desc, nx=25, ny=25, cell_mm=30.0,
-                           sections=(Section(48, period),), stochastic_term=0.219, angle_keys=("theta",))  # fmt: skip
+    g = GridCalorimeter(name="ild_ahcal", description=desc, nx=25, ny=25, cell_mm=30.0,
+                        sections=(Section(48, period),), stochastic_term=0.219, angle_keys=("theta",))  # fmt: skip
+    medium = g.layers[0].medium  # the tiles' MIP peak (0.48 MeV); half a MIP: the AHCAL's hit threshold
+    g.hit_threshold_mev = round(0.5 * MIP_MPV_FRACTION * medium.mip_loss_mev * medium.mip_fraction, 4)
+    return g
 
 
 #: Presampler calibration weight: ATLAS's EM-scale presampler energy includes a

@@ -64,6 +64,11 @@ class Slab:
     active: bool = False
 
 
+#: most probable / mean energy loss of a minimum-ionising particle in a thin active layer (the
+#: Landau peak sits below the mean; 0.78 for the AHCAL's 3 mm tiles): the detector's MIP unit
+MIP_MPV_FRACTION = 0.78
+
+
 @dataclass(frozen=True)
 class EffectiveMedium:
     """Effective quantities of a periodic sampling structure (GFlash Sec. 2.3)."""

@@ -100,7 +100,10 @@ def layer_ks_distance(ref_layers: np.ndarray, gen_layers: np.ndarray) -> dict[st
     ref_layers, gen_layers = np.asarray(ref_layers), np.asarray(gen_layers)
     if ref_layers.ndim != 2 or ref_layers.shape[1] != gen_layers.shape[1]:
         raise ValueError(f"per-layer energies must be (N, layers) alike, got {ref_layers.shape} and {gen_layers.shape}")
-    per_layer = [float(ks_2samp(ref_layers[:, i], gen_layers[:, i]).statistic) for i in range(ref_layers.shape[1])]
+    per_layer = [  # asymp: the statistic without the exact p-value's cost
+        float(ks_2samp(ref_layers[:, i], gen_layers[:, i], method="asymp").statistic)
+        for i in range(ref_layers.shape[1])
+    ]
     return {"per_layer": per_layer, "score": float(np.mean(per_layer))}
 
 

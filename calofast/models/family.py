@@ -10,6 +10,9 @@ shared machinery calls:
 * :meth:`ModelFamily.build` and :meth:`ModelFamily.optimizers`;
 * :meth:`ModelFamily.train_step` - one optimisation step on ``batches_per_step``
   batches (an n-critic loop, two generator updates: whatever the paper does);
+* :meth:`ModelFamily.enter_phase` and :meth:`ModelFamily.phase_trains` - optional, for a
+  family whose stages are phases of one model (:attr:`ModelFamily.phases`: the BIB-AE, its
+  post-processor, its latent KDE);
 * :meth:`ModelFamily.start_of_stage` - optional (e.g. pre-training an auxiliary regressor
   on the training showers before the first update of a fresh stage);
 * :meth:`ModelFamily.end_of_stage` - optional (e.g. fitting a latent density into
@@ -153,6 +156,9 @@ class ModelFamily:
     train_threads: ClassVar[int] = 1
     #: whether train.nproc > 1 (DDP) is supported
     supports_ddp: ClassVar[bool] = False
+    #: training phases a stage can name (``stages[i].phase``; the first is the default), e.g. an
+    #: autoencoder, then a post-processor with the autoencoder frozen, then a latent density fit
+    phases: ClassVar[tuple[str, ...]] = ()
 
     # ------------------------------------------------------------------ configuration
 
@@ -183,6 +189,28 @@ class ModelFamily:
         entry) of its stages. Raise :class:`ModelConfigError` naming the key."""
 
     # ------------------------------------------------------------------ training
+
+    def enter_phase(self, model: nn.Module, phase: str | None) -> None:
+        """Set the stage's phase (one of :attr:`phases`; None for a family without phases) on a
+        freshly built model, before :meth:`optimizers`."""
+
+    def phase_trains(self, phase: str | None) -> bool:
+        """False for a phase without gradient updates (its stage only runs :meth:`end_of_stage`,
+        one epoch)."""
+        return True
+
+    def phase_settings(
+        self, phase: str | None, architecture: dict[str, Any], train: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The ``architecture`` and ``train`` config keys a stage of ``phase`` depends on (the
+        workflow's job parameters: a change to a later phase's keys does not rerun an earlier
+        phase's stage). Default: all of them."""
+        return architecture, train
+
+    def load_init(self, model: nn.Module, state: dict[str, torch.Tensor], phase: str | None) -> None:
+        """Start a stage from the previous stage's selected weights ``state`` (default: all of
+        them, strictly)."""
+        model.load_state_dict(state)
 
     def build(self, arch: Any) -> nn.Module:
         raise NotImplementedError

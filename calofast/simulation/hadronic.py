@@ -44,6 +44,7 @@ import numpy as np
 from scipy.special import gammainc
 
 from calofast.geometry import Geometry, GridCalorimeter
+from calofast.geometry.materials import MIP_MPV_FRACTION
 from calofast.simulation.spots import SimBatch, deposit_groups
 
 #: particles simulated by this module (the rest are electromagnetic)
@@ -67,7 +68,7 @@ class HadronicTuning:
     em_radius_rm: float = 1.0 / 3.0  # R of the EM part in Moliere radii
     halo_r0: float = 0.12  # R of the hadronic part at the interaction, lambda_I
     halo_slope: float = 0.05  # its growth per lambda_I of depth
-    mip_mpv_fraction: float = 0.78  # Landau MPV / mean minimum-ionising loss in the tile
+    mip_mpv_fraction: float = MIP_MPV_FRACTION  # Landau MPV / mean minimum-ionising loss in the tile (0.78)
     mip_width_fraction: float = 0.08  # Moyal width / mean loss
     mip_max_path: float = 2.0  # path lengths 1/cos(theta), cos uniform in [1/max, 1]
     em_soft_fraction: float = 0.3  # soft electrons among the EM part's spots

@@ -99,6 +99,11 @@ def fit(spec: dict[str, Any]) -> dict[str, Any]:
 
     seed_everything(cfg.seed, stage_index, -1, 0)  # the same initial weights on every rank and rerun
     model = family.build(family.make_architecture(spec.get("model")))
+    phase = spec.get("phase") or (family.phases[0] if family.phases else None)
+    if phase is not None and phase not in family.phases:
+        raise TrainingError(f"stage {stage_name}: {family.name} has the phases {list(family.phases)}, not {phase!r}")
+    family.enter_phase(model, phase)
+    trains = family.phase_trains(phase)
     optimizers = family.optimizers(model, cfg, lr)
     latest = tidy_checkpoints(ck_dir, fp, epochs) if rank == 0 else None
     if world > 1:
@@ -114,7 +119,10 @@ def fit(spec: dict[str, Any]) -> dict[str, Any]:
         start_epoch, history = int(ck["epoch"]) + 1, list(ck["history"])
         log.info("resuming stage %s from %s (epoch %d done)", stage_name, latest, start_epoch)
     elif spec.get("init_checkpoint"):
-        model.load_state_dict(load_checkpoint(spec["init_checkpoint"])["model"])
+        try:
+            family.load_init(model, load_checkpoint(spec["init_checkpoint"])["model"], phase)
+        except ModelConfigError as err:
+            raise TrainingError(f"stage {stage_name}: {spec['init_checkpoint']}: {err}") from None
         log.info("stage %s starts from the weights of %s", stage_name, spec["init_checkpoint"])
     model.to(device)
     for opt in optimizers.values():  # optimiser states follow the parameters' device
@@ -135,7 +143,7 @@ def fit(spec: dict[str, Any]) -> dict[str, Any]:
     per_step = family.batches_per_step(model)
     max_batches = None if cfg.steps_per_epoch is None else cfg.steps_per_epoch * per_step
 
-    def batches(epoch: int, rank: int = rank, world: int = world) -> ShowerBatches:
+    def batches(epoch: int, rank: int = rank, world: int = world, limit: int | None = max_batches) -> ShowerBatches:
         return ShowerBatches(
             spec["data"]["train"],
             cfg.batch_size,
@@ -145,11 +153,11 @@ def fit(spec: dict[str, Any]) -> dict[str, Any]:
             family.condition_columns,
             rank,
             world,
-            max_batches,
+            limit,
         )
 
     prepared: dict[str, float] = {}
-    if latest is None and type(family).start_of_stage is not ModelFamily.start_of_stage:
+    if trains and latest is None and type(family).start_of_stage is not ModelFamily.start_of_stage:
         # the same preparation on every rank and rerun, whatever the stage's epoch count
         seed_everything(cfg.seed, stage_index, PREPARE_EPOCH, 0)
         passes = itertools.chain.from_iterable(batches(PREPARE_EPOCH + k, 0, 1) for k in itertools.count())
@@ -179,7 +187,7 @@ def fit(spec: dict[str, Any]) -> dict[str, Any]:
         ctx = StepContext(model, optimizers, nets, device, epoch, cfg, amp_dtype, scaler, check)
         sums: dict[str, float] = {}
         n_steps, n_seen, t0 = 0, 0, time.perf_counter()
-        while True:
+        while trains:
             chunk = list(itertools.islice(loader, per_step))
             if len(chunk) < per_step:
                 break
@@ -191,7 +199,7 @@ def fit(spec: dict[str, Any]) -> dict[str, Any]:
             for k, v in record.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
             n_seen += sum(len(b) for b in step_batches)
-        if n_steps == 0:
+        if trains and n_steps == 0:
             raise TrainingError(
                 f"{spec['data']['train']}: too few showers for one training step "
                 f"({per_step} batch(es) of {cfg.batch_size})"
@@ -202,7 +210,7 @@ def fit(spec: dict[str, Any]) -> dict[str, Any]:
             **{k: v / n_steps for k, v in sums.items()},
             **family.epoch_record(model, epoch),
             "seconds": seconds,
-            "showers_per_s": n_seen * world / seconds,
+            **({"showers_per_s": n_seen * world / seconds} if trains else {}),
         }
         history.append(entry)
         log.info(
@@ -216,7 +224,8 @@ def fit(spec: dict[str, Any]) -> dict[str, Any]:
             rank_checksums = _check_ranks_in_sync(model, stage_name, epoch)
         if rank == 0:
             # every epoch may be selected, so every checkpoint gets the end-of-stage hook's state
-            _end_of_stage(family, model, lambda: iter(batches(epochs, 0, 1)), device)
+            # (a whole pass, whatever steps_per_epoch: the hook stops when it has what it needs)
+            _end_of_stage(family, model, lambda: iter(batches(epochs, 0, 1, None)), device)
             path = ck_dir / f"epoch-{epoch + 1:04d}.pt"
             save_atomic(checkpoint_record(spec, model, optimizers, epoch, fp, history), path)
             prune(ck_dir, int(spec.get("keep_last", 10)))
@@ -233,6 +242,7 @@ def fit(spec: dict[str, Any]) -> dict[str, Any]:
         "world_size": world,
         "rank_checksums": rank_checksums,  # DDP: (sum, sum of squares) of the weights on every rank
         "prepared": prepared,  # what the family's start_of_stage reported (a fresh stage only)
+        "phase": phase,
         "device": str(device),
     }
     if rank == 0 and spec.get("summary"):

@@ -192,18 +192,29 @@ def calochallenge_features(
     return out
 
 
+def hit_threshold(geometry: Geometry | CaloChallengeGeometry, configured: float | None = None) -> float:
+    """The hit count's cell threshold [MeV]: ``configured``, else the geometry's
+    ``hit_threshold_mev`` (half a MIP where the detector has a MIP scale: ILD ECAL 0.1, ILD AHCAL
+    0.24; paper 000's 0.2 for the LCD ECAL and where none is defined)."""
+    if configured is not None:
+        return float(configured)
+    return float(getattr(geometry, "hit_threshold_mev", 0.2))
+
+
 def shower_features(
     cells: np.ndarray,
     energy_mev: np.ndarray,
     theta: np.ndarray | None,
     geometry: Geometry,
-    hit_threshold_mev: float = 0.2,
+    hit_threshold_mev: float | None = None,
     proj: dict[str, np.ndarray] | None = None,
     impact: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Per-shower scalar observables for the geometry (see the module docstring); ``proj``:
-    the grid showers' :func:`projections_2d` when already computed; ``impact``: (|eta|, phi)
-    of ATLAS showers."""
+    """Per-shower scalar observables for the geometry (see the module docstring); the hit
+    count's threshold is ``hit_threshold_mev`` or, when None, the geometry's half a MIP
+    (:func:`hit_threshold`); ``proj``: the grid showers' :func:`projections_2d` when already
+    computed; ``impact``: (|eta|, phi) of ATLAS showers."""
+    hit_threshold_mev = hit_threshold(geometry, hit_threshold_mev)
     if cells.shape[0] != energy_mev.shape[0]:
         raise ValueError(f"{cells.shape[0]} showers but {energy_mev.shape[0]} energies")
     if isinstance(geometry, GridCalorimeter):

@@ -41,7 +41,7 @@ class JudgeConfig:
     folds: int = 5
     max_showers: int = 10_000  # per class
     seed: int = 1
-    hit_threshold_mev: float = 0.2
+    hit_threshold_mev: float | None = None  # None: the geometry's half a MIP
     gbdt_max_iter: int = 200
     net_hidden: int = 128
     net_epochs: int = 30

@@ -226,7 +226,7 @@ def test_model_defaults(make_config):
         (
             lambda m: m.update(type="vae"),
             WorkflowError,
-            r"'vae' is not one of \['3dgan', 'atlas_vae', 'atlas_wgan', 'gh_gan', 'gh_wgan'\]",
+            r"'vae' is not one of \['3dgan', 'atlas_vae', 'atlas_wgan', 'gh_bibae', 'gh_gan', 'gh_wgan'\]",
         ),
         (lambda m: m["stages"][0].update(epochs=0), WorkflowError, r"0 is less than the minimum of 1"),
         (lambda m: m.update(stages=[]), WorkflowError, r"\[\] should be non-empty"),
@@ -244,6 +244,11 @@ def test_model_defaults(make_config):
         (lambda m: m.update(architecture={"power": 0.5}), ConfigError, r"last transform of 'p1' must be"),
         (lambda m: m.update(architecture={"dense_units": 100}), ConfigError, r"architecture: dense_units 100 must"),
         (lambda m: m.update(generation={"conditions": "grid"}), ConfigError, r"conditions grid needs"),
+        (
+            lambda m: m["stages"][1].update(phase="kde"),
+            ConfigError,
+            r"models\.g\.stages\[1\]\.phase: 3dgan has no phase 'kde'; allowed: none \(the family has no phases\)",
+        ),
     ],
 )
 def test_model_errors(make_config, mutate, error, message):
@@ -446,3 +451,51 @@ def test_scan_errors_name_the_point(make_config, parameters, error, message):
     model = _atlas("atlas_vae", scan={"parameters": parameters})
     with pytest.raises(error, match=message):
         validate_config(make_config(preprocessing=ATLAS_PREPS, models={"vae": model}))
+
+
+BIBAE = {
+    "type": "gh_bibae",
+    "dataset": "ild_photon",
+    "stages": [
+        {"name": "ae", "preprocessing": "pi", "epochs": 2, "phase": "bibae"},
+        {"name": "pp", "preprocessing": "pi", "epochs": 2, "phase": "postprocess"},
+        {"name": "kde", "preprocessing": "pi", "epochs": 1, "phase": "kde"},
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (
+            lambda m: m["stages"][1].update(phase="flow"),
+            r"stages\[1\]\.phase: gh_bibae has no phase 'flow'; allowed: one of \['bibae', 'postprocess', 'kde'\]",
+        ),
+        (
+            lambda m: m["stages"][2].update(epochs=3),
+            r"stages\[2\]\.epochs: phase 'kde' fits without training steps; epochs must be 1",
+        ),
+        (
+            lambda m: m["stages"][0].update(phase="postprocess"),
+            r"stages\[0\]\.phase: the first stage trains the autoencoder",
+        ),
+        (lambda m: m["stages"].reverse(), r"stages\[0\]\.phase: the first stage"),
+        (lambda m: m["stages"][2].update(phase="bibae"), r"stages\[2\]\.phase: 'bibae' after 'postprocess'"),
+        (
+            lambda m: m.update(stages=[m["stages"][0], m["stages"][2], m["stages"][1]]),
+            r"stages\[2\]\.phase: 'postprocess' after 'kde'",
+        ),
+    ],
+)
+def test_bibae_phase_errors(make_config, mutate, message):
+    import copy
+
+    model = copy.deepcopy(BIBAE)
+    mutate(model)
+    with pytest.raises(ConfigError, match=message):
+        validate_config(make_config(preprocessing={"pi": {"dataset": "ild_photon"}}, models={"b": model}))
+
+
+def test_bibae_phases_valid(make_config):
+    cfg = validate_config(make_config(preprocessing={"pi": {"dataset": "ild_photon"}}, models={"b": BIBAE}))
+    assert [s["phase"] for s in cfg["models"]["b"]["stages"]] == ["bibae", "postprocess", "kde"]

@@ -63,6 +63,23 @@ def test_grid_features_on_a_constructed_shower():
     assert f["angle_measured_deg"][0] == pytest.approx(90.0, abs=1e-6)  # no tilt
 
 
+def test_hit_count_threshold_is_half_a_mip_per_geometry():
+    """validation.hit_threshold_mev null: the geometry's half a MIP (ILD ECAL 0.1 MeV, the AHCAL
+    half its tiles' MIP peak); a configured value wins."""
+    from calofast.simulation.hadronic import mip_mpv_mev
+    from calofast.validation.features import hit_threshold, shower_features
+
+    ecal, ahcal = get_geometry("ild_siw_ecal"), get_geometry("ild_ahcal")
+    assert hit_threshold(ecal) == 0.1 and hit_threshold(get_geometry("lcd_ecal")) == 0.2
+    assert hit_threshold(ahcal) == pytest.approx(0.5 * mip_mpv_mev(ahcal), abs=1e-4)
+    assert 0.2 < hit_threshold(ahcal) < 0.3 and hit_threshold(ahcal, 0.5) == 0.5
+    cells = np.zeros((1, 30, 30, 30))
+    cells[0, 15, 15, :3] = [0.05, 0.15, 1.0]
+    e, th = np.array([10e3]), np.array([math.pi / 2])
+    assert shower_features(cells, e, th, ecal)["hits"][0] == 2
+    assert shower_features(cells, e, th, ecal, 0.2)["hits"][0] == 1
+
+
 def test_radial_profile_around_each_layers_centre():
     cells = np.zeros((2, 11, 11, 2))
     cells[0, 5, 5, 0] = 2.0  # layer 0: centre (5, 5), two cells 3 away
