@@ -83,3 +83,25 @@ rule benchmark_geant4:
         geant4=benchmark_geant4_settings,
     script:
         "../workflow_scripts/benchmark_geant4.py"
+
+
+rule speed_table:
+    input:
+        timings=speed_table_inputs,
+    output:
+        table=report(
+            "results/{dataset}/summary/speed_table.csv",
+            caption="report/speed_table.rst",
+            category="Summary",
+            labels={"dataset": "{dataset}", "figure": "speed table"},
+        ),
+    log:
+        "logs/speed_table/{dataset}.log",
+    conda:
+        "../envs/calofast.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../workflow_scripts/speed_table.py"

@@ -286,6 +286,16 @@ def energy_table_models(wildcards):
     )
 
 
+def speed_table_inputs(wildcards):
+    """Every configured model's timing on the dataset (scan points excluded)."""
+    models = energy_table_models(wildcards)
+    if not models:
+        raise WorkflowError(
+            f"dataset {wildcards.dataset!r} has no model: no speed table"
+        )
+    return [f"results/{wildcards.dataset}/{n}/benchmark/timing.json" for n in models]
+
+
 def energy_table_inputs(wildcards):
     """The reference test split (the first model's last stage) and every configured model's
     generated showers on the dataset (scan points excluded)."""
@@ -467,6 +477,10 @@ def get_final_output():
         out.append(f"results/{prep['dataset']}/preprocessed/{name}/transforms.json")
     out += [
         f"results/{name}/summary/energy_table.csv" for name in energy_table_datasets()
+    ]
+    out += [
+        f"results/{name}/summary/speed_table.csv"
+        for name in sorted({m["dataset"] for m in config["models"].values()})
     ]
     if GEANT4["calibration"]["enabled"]:
         out += [f"results/calibration/{t}/comparison.csv" for t in CALIBRATION_TARGETS]

@@ -531,28 +531,32 @@ def fit_latent_kde(points: np.ndarray, bandwidths: tuple[float, ...], folds: int
     }
 
 
+def sample_latent(model: GHBIBAE, noise: torch.Tensor) -> torch.Tensor:
+    """The 512-dim latent from ``noise`` (N, 1 + 512) of N(0, 1) draws, in float32: with a fitted
+    KDE the informative dims are a stored point (picked by Phi of the first value) plus the per-dim
+    kernel width times the next ``info_dims`` values; otherwise (and always for the noise dims)
+    the N(0, 1) values themselves."""
+    pick, z = noise[:, 0].float(), noise[:, 1:].float()
+    count = int(model.kde_count)
+    if not count:
+        return z
+    info = model.cfg.info_dims
+    idx = (0.5 * (1 + torch.erf(pick / math.sqrt(2.0))) * count).long().clamp(0, count - 1)
+    points, width = model.kde_points[:count].float().to(z.device), model.kde_width.float().to(z.device)
+    return torch.cat([points[idx] + width * z[:, :info], z[:, info:]], dim=1)
+
+
 class BIBAEGenerator(nn.Module):
-    """Generation path: [E, index noise, 512 latent noise] (N(0, 1) draws) -> canonical showers.
-    With a fitted KDE the informative dims are a stored point (picked by Phi(index noise)) plus
-    the per-dim kernel width times the latent noise; then the decoder, and the post-processor where
-    trained (its negative outputs set to 0)."""
+    """Generation path: [E, latent (512)] -> canonical showers: the decoder, then the
+    post-processor where trained (its negative outputs set to 0)."""
 
     def __init__(self, model: GHBIBAE) -> None:
         super().__init__()
         self.decoder, self.postprocessor = model.decoder, model.postprocessor
-        self.info = model.cfg.info_dims
-        self.count = int(model.kde_count)
         self.use_pp = bool(model.pp_trained)
-        self.register_buffer("points", model.kde_points[: self.count].clone())
-        self.register_buffer("width", model.kde_width.clone())
 
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
-        e, pick, z = inp[:, 0], inp[:, 1], inp[:, 2:]
-        if self.count:  # the index in fp32 whatever the network's precision (bf16 resolves 1/256)
-            u = 0.5 * (1 + torch.erf(pick.float() / math.sqrt(2.0)))
-            idx = (u * self.count).long().clamp(0, self.count - 1)
-            info = self.points[idx].float() + self.width.float() * z[:, : self.info].float()
-            z = torch.cat([info.to(z.dtype), z[:, self.info :]], dim=1)
+        e, z = inp[:, 0], inp[:, 1:]
         v = self.decoder(z, e)
         if self.use_pp:
             v = self.postprocessor(v, e).clamp_min(0)
@@ -737,8 +741,9 @@ class GHBIBAEFamily(ModelFamily):
         return int(model.cfg.latent_dim) + 1  # the KDE point's index noise, then the latent
 
     def network_input(self, model: GHBIBAE, noise: torch.Tensor, conditions: dict[str, torch.Tensor]) -> torch.Tensor:
-        """[E / energy_scale, index noise, latent noise] (all N(0, 1))."""
-        return torch.cat([model.condition(conditions["energy_gev"])[:, None], noise], dim=1)
+        """[E / energy_scale, latent]: the latent sampled from the KDE where fitted
+        (:func:`sample_latent`, in float32 before any cast to the network's precision)."""
+        return torch.cat([model.condition(conditions["energy_gev"])[:, None], sample_latent(model, noise)], dim=1)
 
     def generation_network(self, model: GHBIBAE) -> nn.Module:
         return BIBAEGenerator(model)

@@ -222,6 +222,14 @@ def test_default_target_builds_every_stage(finished_run, inputs):
     ref = json.loads((workdir / "results/lcd_ele/benchmark/reference_simulator.json").read_text())
     ref_ok = [r for r in ref["rows"] if r["status"] == "ok"]
     assert ref["ms_per_shower"] == min(r["ms_per_shower"] for r in ref_ok) == info["reference_ms_per_shower"]
+    # the dataset's speed table: the reference simulator, then the model's plain and fastest paths
+    speed = pd.read_csv(workdir / "results/lcd_ele/summary/speed_table.csv")
+    assert list(speed["simulator"]) == ["reference simulator", "gan_tiny", "gan_tiny"]
+    assert list(speed["path"].iloc[1:]) == ["plain", "fastest"]
+    assert speed["ms_per_shower"].iloc[2] == pytest.approx(ok["ms_per_shower"].min(), rel=1e-4)
+    assert speed["speedup_vs_reference"].iloc[1] == pytest.approx(
+        info["reference_ms_per_shower"] / ok[ok["variant"] == "plain_fp32"]["ms_per_shower"].min(), rel=1e-3
+    )
     # the ATLAS VAE (with its scan) and WGAN-GP (two seeds) through every stage
     atlas = workdir / "results/atlas_photon"
     for seed in (1, 2):
@@ -309,6 +317,7 @@ def test_editing_one_value_reruns_only_what_depends_on_it(finished_run, repo_roo
         ("preprocess", "dataset=lcd_ele, prep=lcd_100_200"),
         ("select_epoch", f"{model}, stage=s1"),
         ("select_epoch", f"{model}, stage=s2"),
+        ("speed_table", "dataset=lcd_ele"),
         ("train_stage", f"{model}, stage=s1, seed=1"),
         ("train_stage", f"{model}, stage=s2, seed=1"),
         ("validate_model", model),
@@ -320,7 +329,7 @@ def test_editing_one_value_reruns_only_what_depends_on_it(finished_run, repo_roo
     points = ("vae_tiny-scan-000", "vae_tiny-scan-001")
     assert atlas == sorted(
         [("all", ""), ("preprocess", "dataset=atlas_photon, prep=atlas_norm"), ("scan_model", vae)]
-        + [("energy_table", "dataset=atlas_photon")]
+        + [("energy_table", "dataset=atlas_photon"), ("speed_table", "dataset=atlas_photon")]
         + [(rule, m) for rule in per_model for m in (vae, wgan)]
         + [("select_epoch", f"{m}, stage=all") for m in (vae, wgan)]
         + [("select_epoch", f"dataset=atlas_photon, model={p}, stage=all") for p in points]
@@ -331,7 +340,7 @@ def test_editing_one_value_reruns_only_what_depends_on_it(finished_run, repo_roo
     seeds = plan(lambda c: c["models"]["wgan_tiny"].update(seeds=[1, 2, 3]))
     assert seeds == sorted(
         [("all", ""), ("select_epoch", f"{wgan}, stage=all"), ("train_stage", f"{wgan}, stage=all, seed=3")]
-        + [("energy_table", "dataset=atlas_photon")]
+        + [("energy_table", "dataset=atlas_photon"), ("speed_table", "dataset=atlas_photon")]
         + [(rule, wgan) for rule in per_model]
     )
     # one more scan value trains that point only, then scores the scan again
@@ -406,6 +415,7 @@ def test_report_collects_the_figures_and_tables(finished_run, repo_root, tmp_pat
     assert sum(n.endswith("judge.png") for n in names) == 4
     assert sum(n.endswith("timing.png") for n in names) == 4 and sum(n.endswith("timing.csv") for n in names) == 4
     assert sum(n.endswith("scan.csv") for n in names) == 1
+    assert sum(n.endswith("speed_table.csv") for n in names) == 3  # the datasets with models
     figures = {Path(n).name for n in names} & {
         p.name for p in finished_run.glob("results/*/*/validation/figures/*.png")
     }

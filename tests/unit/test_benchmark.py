@@ -381,3 +381,52 @@ def test_geant4_timing_on_the_ild_geometry(tmp_path):
     assert row["n_showers"] == 3 and row["ms_per_shower"] > 0 and result["ms_per_shower"] == row["ms_per_shower"]
     assert 0.02 < row["mean_visible_fraction"] < 0.04  # energy in the silicon: ~3 %
     assert result["label"] == row["label"] == "Geant4 with surrogate low-energy tables"
+
+
+def test_speed_table_rows_and_speedups(tmp_path):
+    """The poster-style table: baselines, per model and device the plain port and the fastest path
+    at their best batch sizes, speed-ups against Geant4, the reference simulator and the plain port."""
+    import csv
+    import json
+
+    from calofast.benchmark.table import speed_table, write_speed_table
+
+    def row(variant, batch, ms, device="cpu", tol=1, status="ok"):
+        return {"variant": variant, "device": device, "batch_size": batch, "ms_per_shower": ms,
+                "ms_per_shower_iqr": 0.1, "status": status, "within_tolerance": tol}  # fmt: skip
+
+    a = {"model": "wgan", "model_type": "gh_wgan", "geant4_ms_per_shower": 4000.0, "reference_ms_per_shower": 0.5,
+         "rows": [row("plain_fp32", 1, 80.0), row("plain_fp32", 100, 60.0), row("fast_bf16", 100, 20.0, tol=0),
+                  row("fast_fp32", 100, 1.0, status="skipped: too big"), row("plain_fp32", 100, 5.0, device="cuda")]}  # fmt: skip
+    b = {"model": "bib", "model_type": "gh_bibae", "geant4_ms_per_shower": None, "reference_ms_per_shower": 0.5,
+         "rows": [row("plain_fp32", 10, 40.0)]}  # fmt: skip
+    rows = speed_table([b, a])
+    assert [(r["simulator"], r.get("device"), r.get("path")) for r in rows] == [
+        ("Geant4", "cpu", None), ("reference simulator", "cpu", None), ("bib", "cpu", "plain"), ("bib", "cpu", "fastest"),
+        ("wgan", "cpu", "plain"), ("wgan", "cpu", "fastest"), ("wgan", "cuda", "plain"), ("wgan", "cuda", "fastest"),
+    ]  # fmt: skip
+    by = {(r["simulator"], r.get("device"), r.get("path")): r for r in rows}
+    plain, fast = by["wgan", "cpu", "plain"], by["wgan", "cpu", "fastest"]
+    assert (
+        plain["batch_size"] == 100
+        and plain["ms_per_shower"] == 60.0
+        and plain["speedup_vs_geant4"] == pytest.approx(4000 / 60)
+    )
+    assert (
+        fast["variant"] == "fast_bf16"
+        and fast["speedup_vs_plain"] == pytest.approx(3.0)
+        and fast["within_tolerance"] == 0
+    )
+    assert fast["speedup_vs_reference"] == pytest.approx(0.5 / 20)  # the skipped 1 ms point is not used
+    assert by["Geant4", "cpu", None]["speedup_vs_reference"] == pytest.approx(0.5 / 4000)
+    assert by["bib", "cpu", "fastest"]["speedup_vs_plain"] == 1.0
+    for i, t in enumerate((a, b)):
+        (tmp_path / f"t{i}.json").write_text(json.dumps(t))
+    write_speed_table([tmp_path / "t0.json", tmp_path / "t1.json"], tmp_path / "speed.csv")
+    table = list(csv.DictReader((tmp_path / "speed.csv").open()))
+    assert len(table) == 8 and table[0]["simulator"] == "Geant4" and table[0]["ms_per_shower"] == "4000"
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ValueError, match=r"speed table: cannot read .*bad.json"):
+        write_speed_table([tmp_path / "bad.json"], tmp_path / "x.csv")
+    with pytest.raises(ValueError, match="no model timings"):
+        speed_table([])

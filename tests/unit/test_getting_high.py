@@ -403,7 +403,7 @@ def test_post_processor_starts_as_identity_and_loss_terms():
 def test_latent_kde_bandwidth_by_cross_validation_and_sampling():
     """The CV picks a narrow kernel for tight clusters and a wide one for a smooth Gaussian; the
     generator's KDE draws reproduce the fitted points' distribution."""
-    from calofast.models.gh_bibae import GHBIBAE, BIBAEGenerator, GHBIBAEConfig, fit_latent_kde
+    from calofast.models.gh_bibae import GHBIBAE, BIBAEGenerator, GHBIBAEConfig, fit_latent_kde, sample_latent
 
     rng = np.random.default_rng(0)
     clusters = np.repeat(rng.normal(size=(4, 2)) * 5, 100, axis=0) + rng.normal(scale=0.05, size=(400, 2))
@@ -415,16 +415,17 @@ def test_latent_kde_bandwidth_by_cross_validation_and_sampling():
         fit_latent_kde(smooth[:2], grid, 3, 0)
     # sampling: points at +-2 in every informative dim, tiny width -> the draws sit on them
     m = GHBIBAE(GHBIBAEConfig(**TINY_BIBAE))
+    noise = torch.randn(2000, 513, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(sample_latent(m, noise), noise[:, 1:])  # no KDE: the prior
     pts = torch.tensor([[2.0] * 24, [-2.0] * 24] * 10)
     m.kde_points[:20] = pts
     m.kde_count.fill_(20)
     m.kde_width.fill_(0.01)
+    z = sample_latent(m, noise)
     seen = []
     m.decoder.forward = lambda z, e: seen.append(z) or torch.zeros(len(z), 1, 30, 30, 30)
-    gen = BIBAEGenerator(m)
-    noise = torch.randn(2000, 513, generator=torch.Generator().manual_seed(3))
-    gen(torch.cat([torch.full((2000, 1), 50.0), noise], dim=1))
-    z = seen[0]
+    BIBAEGenerator(m)(torch.cat([torch.full((2000, 1), 50.0), z], dim=1))
+    assert torch.equal(seen[0], z)
     info = z[:, :24]
     assert ((info - 2).abs().max(dim=1).values < 0.06).sum() + ((info + 2).abs().max(dim=1).values < 0.06).sum() == 2000
     assert 0.45 < float((info[:, 0] > 0).float().mean()) < 0.55
@@ -479,11 +480,13 @@ def test_bibae_phases_train_in_order_and_generate(ild_prep, tmp_path):
     net.load_state_dict(ck3["model"])
     net.eval()
     gen = family.generation_network(net)
-    assert gen.count == 20 and gen.use_pp
-    inp = family.network_input(
-        net, torch.randn(4, family.latent_dim(net)), {"energy_gev": torch.tensor([10.0, 40.0, 70.0, 100.0])}
-    )
-    assert inp.shape == (4, 1 + 1 + 512)
+    assert gen.use_pp and int(net.kde_count) == 20
+    noise = torch.randn(4, family.latent_dim(net))
+    inp = family.network_input(net, noise, {"energy_gev": torch.tensor([10.0, 40.0, 70.0, 100.0])})
+    assert inp.shape == (4, 1 + 512) and torch.equal(inp[:, 25:], noise[:, 25:])
+    points = net.kde_points[:20]
+    near = ((inp[:, 1:25, None] - points.T[None]).abs() / net.kde_width[None, :, None]).amax(dim=1).min(dim=1).values
+    assert (near < 6).all()  # each draw within 6 kernel widths of a stored point in every dim
     with torch.no_grad():
         out = gen(inp)
     assert out.shape == (4, 30, 30, 30) and (out >= 0).all()
