@@ -205,6 +205,15 @@ def test_default_target_builds_every_stage(finished_run, inputs):
         io.check_canonical(f, "generated", "ild_ahcal")
         assert f["showers"].shape == (10, 25, 25, 48)
     assert (workdir / "results/ild_pion/ghwgan_tiny/validation/judge.json").exists()
+    # the BIB-AE's three stages: the KDE stage's selected weights hold the KDE and the trained
+    # post-processor, and generate the showers
+    bib = workdir / "results/ild_pion/bibae_tiny"
+    phases = [json.loads((bib / f"stage-{st}/seed-1/training.json").read_text())["phase"] for st in ("ae", "pp", "kde")]
+    assert phases == ["bibae", "postprocess", "kde"]
+    state = torch.load(bib / "stage-kde/selected.pt", map_location="cpu", weights_only=False)["model"]
+    assert int(state["kde_count"]) == 20 and bool(state["pp_trained"])
+    with h5py.File(bib / "generated.h5") as f:
+        assert f["showers"].shape == (10, 25, 25, 48) and (f["showers"][:] >= 0).all()
     assert (ok["ms_per_shower_min"] <= ok["ms_per_shower"]).all() and (
         ok["ms_per_shower"] <= ok["ms_per_shower_max"]
     ).all()
@@ -253,7 +262,7 @@ def test_default_target_builds_every_stage(finished_run, inputs):
     assert (ref_rows["response"] > 0.8).all() and (ref_rows["response"] < 1.1).all()
     assert energy.loc[energy["sample"] != "reference", "within_targets"].notna().all()
     assert (atlas / "summary/layer_fractions_vs_energy.png").exists()
-    assert not (workdir / "results/lcd_ele/summary").exists()  # 25 layers: no per-layer table
+    assert not (workdir / "results/lcd_ele/summary/energy_table.csv").exists()  # 25 layers: no per-layer table
     with h5py.File(atlas / "preprocessed/atlas_norm/test.h5") as f:
         n_test, test_eta = f["x"].shape[0], f["eta"][:]
     for model in ("vae_tiny", "wgan_tiny"):
@@ -371,29 +380,52 @@ def test_editing_one_value_reruns_only_what_depends_on_it(finished_run, repo_roo
         ("generate", "dataset=lcd_ele, model=gan_tiny"),
         ("judge_model", "dataset=lcd_ele, model=gan_tiny"),
         ("select_epoch", "dataset=lcd_ele, model=gan_tiny, stage=s2"),
+        ("speed_table", "dataset=lcd_ele"),
         ("train_stage", "dataset=lcd_ele, model=gan_tiny, stage=s2, seed=1"),
         ("validate_model", "dataset=lcd_ele, model=gan_tiny"),
     ]
+    # the BIB-AE's stages are phases of one model: a post-processor setting reruns the post-processor
+    # stage and what follows it, a KDE setting only the KDE stage and what follows, never the autoencoder
+    bibae = "dataset=ild_pion, model=bibae_tiny"
+    after = [(r, bibae) for r in ("benchmark_model", "compare_model", "generate", "judge_model")]
+    tail = [("speed_table", "dataset=ild_pion"), ("validate_model", bibae)]
+    assert plan(lambda c: c["models"]["bibae_tiny"]["architecture"].update(pp_channels=6)) == sorted(
+        [("all", "")] + after + tail
+        + [(r, f"{bibae}, stage={st}" + (", seed=1" if r == "train_stage" else "")) for r in ("select_epoch", "train_stage") for st in ("kde", "pp")]
+    )  # fmt: skip
+    assert plan(lambda c: c["models"]["bibae_tiny"]["architecture"].update(kde_folds=3)) == sorted(
+        [("all", "")] + after + tail + [("select_epoch", f"{bibae}, stage=kde"), ("train_stage", f"{bibae}, stage=kde, seed=1")]
+    )  # fmt: skip
     # a validation setting reruns the validations only, a judge setting the judges only
     pion = "dataset=ild_pion, model=ghwgan_tiny"
-    models = ["dataset=atlas_photon, model=vae_tiny", "dataset=atlas_photon, model=wgan_tiny", pion, model]
+    models = ["dataset=atlas_photon, model=vae_tiny", "dataset=atlas_photon, model=wgan_tiny", bibae, pion, model]
     assert plan(lambda c: c["validation"].update(n_bootstrap=12)) == [("all", "")] + [
         ("validate_model", m) for m in models
     ]
     assert plan(lambda c: c["judge"].update(seed=4)) == [("all", "")] + [("judge_model", m) for m in models]
-    # a model-benchmark setting reruns the model benchmarks only; a shared one the simulators' too
-    assert plan(lambda c: c["benchmark"].update(variants=["plain_fp32", "fast_fp32"])) == [("all", "")] + [
-        ("benchmark_model", m) for m in models
-    ]
-    assert plan(lambda c: c["benchmark"].update(repeats=3)) == [("all", "")] + [
-        ("benchmark_model", m) for m in models
-    ] + [("benchmark_reference", f"dataset={d}") for d in ("atlas_photon", "ild_pion", "lcd_ele")]
+    # a model-benchmark setting reruns the model benchmarks and speed tables only; a shared one the
+    # simulators' too
+    datasets = ("atlas_photon", "ild_pion", "lcd_ele")
+    tables = [("speed_table", f"dataset={d}") for d in datasets]
+    assert (
+        plan(lambda c: c["benchmark"].update(variants=["plain_fp32", "fast_fp32"]))
+        # the BIB-AE's own benchmark block sets its variants
+        == [("all", "")] + [("benchmark_model", m) for m in models if m != bibae] + tables
+    )
+    assert (
+        plan(lambda c: c["benchmark"].update(repeats=3))
+        == [("all", "")]
+        + [("benchmark_model", m) for m in models]
+        + [("benchmark_reference", f"dataset={d}") for d in datasets]
+        + tables
+    )
     # the optional Geant4 baseline adds its timing job to grid datasets with a model
     geant4 = {"enabled": True, "data_dir": "/nowhere"}
     assert plan(lambda c: c["benchmark"].update(geant4=geant4)) == [
         ("all", ""),
         ("benchmark_geant4", "dataset=lcd_ele"),
         ("benchmark_model", "dataset=lcd_ele, model=gan_tiny"),
+        ("speed_table", "dataset=lcd_ele"),
     ]
     # converting differently does not download again
     conv = plan(lambda c: c["datasets"]["cc_toy"].update(n_showers=5))
@@ -410,10 +442,10 @@ def test_report_collects_the_figures_and_tables(finished_run, repo_root, tmp_pat
     snakemake(repo_root, finished_run, "--report", str(report))
     names = zipfile.ZipFile(report).namelist()
     assert sum(n.endswith("quicklook.png") for n in names) == 7
-    assert sum(n.endswith("comparison.png") for n in names) == 4
-    assert sum(n.endswith("metrics.csv") for n in names) == 4
-    assert sum(n.endswith("judge.png") for n in names) == 4
-    assert sum(n.endswith("timing.png") for n in names) == 4 and sum(n.endswith("timing.csv") for n in names) == 4
+    assert sum(n.endswith("comparison.png") for n in names) == 5
+    assert sum(n.endswith("metrics.csv") for n in names) == 5
+    assert sum(n.endswith("judge.png") for n in names) == 5
+    assert sum(n.endswith("timing.png") for n in names) == 5 and sum(n.endswith("timing.csv") for n in names) == 5
     assert sum(n.endswith("scan.csv") for n in names) == 1
     assert sum(n.endswith("speed_table.csv") for n in names) == 3  # the datasets with models
     figures = {Path(n).name for n in names} & {
@@ -425,10 +457,11 @@ def test_report_collects_the_figures_and_tables(finished_run, repo_root, tmp_pat
     assert "vae_tiny</tt> (atlas_vae on atlas_photon)" in html and "a scan of architecture.latent_dim" in html
     assert "wgan_tiny</tt> (atlas_wgan on atlas_photon)" in html and "seeds [1, 2]" in html
     assert "ghwgan_tiny</tt> (gh_wgan on ild_pion)" in html and "200,000 (pions)" in html
-    assert html.count("NOT converged") >= 4
+    assert "bibae_tiny</tt> (gh_bibae on ild_pion)" in html and "its stages: bibae, postprocess, kde" in html
+    assert html.count("NOT converged") >= 5
     # one list item per model (the template keeps the items apart)
     items = re.findall(r'<li><tt class=\\"docutils literal\\">(\w+)</tt> \(', html)
-    assert sorted(items) == ["gan_tiny", "ghwgan_tiny", "vae_tiny", "wgan_tiny"]
+    assert sorted(items) == ["bibae_tiny", "gan_tiny", "ghwgan_tiny", "vae_tiny", "wgan_tiny"]
 
 
 def test_slurm_profile_dry_run(repo_root, inputs, tmp_path):
