@@ -28,6 +28,7 @@ with their provenance (Geant4 release, physics list, data tables, sample sizes).
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -67,6 +68,22 @@ FIT_BLOCKS = (
 EARLY_LAYERS = 2
 
 
+#: the quantile at which the Landau MIP peak is truncated (delta rays leaving the sensor) and the
+#: mode of scipy's standard Landau distribution
+LANDAU_QUANTILE = 0.95
+MIP_SHAPES = ("moyal", "landau")
+LANDAU_MODE = -0.42931
+
+
+@functools.cache
+def _landau_table(n: int = 4001) -> tuple[np.ndarray, np.ndarray]:
+    """(u, quantile) of the standard Landau distribution on u uniform in (0, LANDAU_QUANTILE]."""
+    from scipy.stats import landau
+
+    u = np.linspace(1e-7, LANDAU_QUANTILE, n)
+    return u, landau.ppf(u)
+
+
 @dataclass(frozen=True)
 class Calibration:
     """Simulator corrections (the defaults change nothing)."""
@@ -96,6 +113,10 @@ class Calibration:
     particle_spots: bool = False
     mip_mpv_mev: float = 0.15
     mip_width_mev: float = 0.015
+    #: the MIP peak's shape: moyal (Landau-like, a Gaussian-like leading edge) or landau (the
+    #: Landau distribution, truncated at its LANDAU_QUANTILE quantile: a steeper leading edge and
+    #: a heavier tail); the width is the shape's scale parameter
+    mip_shape: str = "moyal"
     #: the particles' path through the sensor over its thickness: 1/cos(theta) with cos(theta)
     #: uniform in [1/mip_max_path, 1] (1: all at normal incidence)
     mip_max_path: float = 1.0
@@ -132,8 +153,13 @@ class Calibration:
     def spot_energies(self, rng: np.random.Generator, tail: np.ndarray) -> np.ndarray:
         """Particle-like energies [MeV] (float32) of spots of the core (``tail`` false) or tail."""
         n = tail.shape[0]
-        z = rng.standard_normal(n, dtype=np.float32)
-        mip = self.mip_mpv_mev - self.mip_width_mev * np.log(np.maximum(z * z, np.float32(1e-30)))
+        if self.mip_shape == "landau":
+            u, table = rng.random(n, dtype=np.float32), _landau_table()
+            standard = np.interp(u * LANDAU_QUANTILE, table[0], table[1]).astype(np.float32)
+            mip = np.float32(self.mip_mpv_mev) + np.float32(self.mip_width_mev) * (standard - np.float32(LANDAU_MODE))
+        else:
+            z = rng.standard_normal(n, dtype=np.float32)
+            mip = self.mip_mpv_mev - self.mip_width_mev * np.log(np.maximum(z * z, np.float32(1e-30)))
         if self.mip_max_path > 1.0:  # path length 1/cos(theta), cos(theta) uniform in [1/max, 1]
             c = np.float32(1.0 - 1.0 / self.mip_max_path)
             mip /= np.float32(1.0) - c * rng.random(n, dtype=np.float32)
@@ -149,7 +175,11 @@ class Calibration:
 
     def mean_spot_energy(self, tail: bool = False) -> float:
         """Mean of :meth:`spot_energies` (Moyal mean = MPV + width (Euler gamma + ln 2))."""
-        mip = self.mip_mpv_mev + self.mip_width_mev * (0.5772156649 + np.log(2.0))
+        if self.mip_shape == "landau":
+            table = _landau_table()
+            mip = self.mip_mpv_mev + self.mip_width_mev * (float(table[1].mean()) - LANDAU_MODE)
+        else:
+            mip = self.mip_mpv_mev + self.mip_width_mev * (0.5772156649 + np.log(2.0))
         if self.mip_max_path > 1.0:  # mean of 1/cos(theta): ln(max) / (1 - 1/max)
             mip *= np.log(self.mip_max_path) / (1.0 - 1.0 / self.mip_max_path)
         f = self.tail_soft_fraction if tail else self.soft_fraction
@@ -204,6 +234,8 @@ def from_dict(data: dict[str, Any]) -> Calibration:
             raise ValueError(f"calibration: one {key} row per energies_gev entry")
     if data["early_mev"] and not data.get("particle_spots"):
         raise ValueError("calibration: early_mev needs particle_spots")
+    if data.get("mip_shape", "moyal") not in MIP_SHAPES:
+        raise ValueError(f"calibration: mip_shape must be one of {list(MIP_SHAPES)}, got {data['mip_shape']!r}")
     for key in FIT_PARAMETERS:
         value = data.get(key)
         if value is None:

@@ -96,6 +96,7 @@ def fit(
     tail_particles: bool = True,
     step: float | None = None,
     early_layers: int = EARLY_LAYERS,
+    mip_shape: str | None = None,
 ) -> tuple[Calibration, dict[float, list[dict[str, Any]]]]:
     """Fit the layer-response table (exactly, from the mean profiles) and the parameters of
     :data:`FIT_PARAMETERS`, alternating ``rounds`` times: per round the table, then Nelder-Mead
@@ -106,6 +107,7 @@ def fit(
     ``early_layers``: the first layers whose extra energy is early particles instead of a
     response factor. Returns the calibration and its comparison rows on fresh random numbers."""
     names = list(FIT_PARAMETERS)
+    mip_shape = mip_shape or (start.mip_shape if start is not None else "moyal")
     same_model = start is not None and start.particle_spots and start.tail_particles == tail_particles
     value: dict[str, float] = {}
     for k, (default, (low, high)) in FIT_PARAMETERS.items():
@@ -116,7 +118,7 @@ def fit(
         if v is None and at_10 is not None:
             v = at_10
         value[k] = float(v if v is not None and low <= v <= high else default)  # one the start lacks: default
-    cal = Calibration(particle_spots=True, tail_particles=tail_particles).with_params(**value)
+    cal = Calibration(particle_spots=True, tail_particles=tail_particles, mip_shape=mip_shape).with_params(**value)
     if step is None:  # smaller first steps from a calibration of the same model
         step = 0.15 if same_model else 0.3
     energies = tuple(float(e) for e in sorted(references))

@@ -171,6 +171,7 @@ def calibrate(
         provenance=prov,
         start=shipped(geometry.name, particle),
         early_layers=int(target.get("early_layers", EARLY_LAYERS)),
+        mip_shape=target.get("mip_shape"),
     )
     write_json(out_calibration, cal.to_dict())
     rows, judge, figures = [], {}, {}

@@ -128,6 +128,34 @@ def test_particle_spots_follow_their_spectrum_and_early_energy_is_added():
     assert abs(extra[2:]).max() < 0.02 * a.mean(axis=0).max()
 
 
+def test_landau_mip_peak_has_its_mode_at_the_mpv_and_a_steeper_leading_edge():
+    """mip_shape landau: scipy's Landau truncated at its 95 % quantile, mode at mip_mpv_mev, the
+    mean as mean_spot_energy says; below the peak it falls faster than the Moyal of the same
+    scale, above it reaches further."""
+    from scipy.stats import landau
+
+    moyal = c.Calibration(particle_spots=True, mip_mpv_mev=0.15, mip_width_mev=0.01, soft_fraction=1e-9)
+    lan = moyal.with_params(mip_shape="landau")
+    a = lan.spot_energies(np.random.default_rng(4), np.zeros(400_000, bool))
+    b = moyal.spot_energies(np.random.default_rng(4), np.zeros(400_000, bool))
+    assert a.mean() == pytest.approx(lan.mean_spot_energy(), rel=0.005)
+    counts, edges = np.histogram(a, bins=np.linspace(0.12, 0.2, 161))
+    assert edges[np.argmax(counts)] == pytest.approx(0.15, abs=0.002)  # the mode at the MPV
+    # the truncation: nothing beyond the 95 % quantile; the quantiles of the standard Landau
+    top = 0.15 + 0.01 * (landau.ppf(c.LANDAU_QUANTILE) - c.LANDAU_MODE)
+    assert a.max() <= top * 1.0001 and np.quantile(a, 0.5) == pytest.approx(
+        0.15 + 0.01 * (landau.ppf(0.5 * c.LANDAU_QUANTILE) - c.LANDAU_MODE), rel=0.01
+    )
+    assert landau.pdf(c.LANDAU_MODE) >= max(landau.pdf(c.LANDAU_MODE - 1e-3), landau.pdf(c.LANDAU_MODE + 1e-3))
+    assert (a < 0.14).mean() < 0.8 * (b < 0.14).mean()  # a steeper leading edge
+    assert (a > 0.2).mean() > 1.5 * (b > 0.2).mean()  # a heavier tail
+    assert c.from_dict(lan.to_dict()).mip_shape == "landau" and c.from_dict(moyal.to_dict()).mip_shape == "moyal"
+    assert c.shipped("ild_siw_ecal", "photon").mip_shape == "landau"  # the ILD photons' calibration
+    assert c.shipped("lcd_ecal", "electron").mip_shape == "moyal"
+    with pytest.raises(ValueError, match=r"mip_shape must be one of \['moyal', 'landau'\], got 'vavilov'"):
+        c.from_dict({**lan.to_dict(), "mip_shape": "vavilov"})
+
+
 @pytest.mark.consistency
 def test_photons_early_particles_follow_their_conversion():
     """Early particles of a photon appear only in layers its conversion precedes: on average
