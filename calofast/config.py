@@ -317,7 +317,7 @@ def check_models(config: dict[str, Any]) -> None:
             if phase is not None and phase not in family.phases:
                 allowed = f"one of {list(family.phases)}" if family.phases else "none (the family has no phases)"
                 raise ConfigError(f"{sw}.phase: {family.name} has no phase {phase!r}; allowed: {allowed}")
-            phase = phase or (family.phases[0] if family.phases else None)
+            phase = family.phase_of(phase)
             if not family.phase_trains(phase) and stage["epochs"] != 1:
                 raise ConfigError(f"{sw}.epochs: phase {phase!r} fits without training steps; epochs must be 1")
             entry = {"name": stage["preprocessing"], **prep, "geometry": ds["geometry"], "phase": phase}

@@ -193,7 +193,7 @@ def train_spec(wildcards):
     family = get_family(model["type"])
     # only the settings this stage's phase depends on (a later phase's keys do not rerun it)
     arch, train = family.phase_settings(
-        stage.get("phase") or (family.phases[0] if family.phases else None),
+        family.phase_of(stage.get("phase")),
         model.get("architecture", {}),
         model.get("train", {}),
     )

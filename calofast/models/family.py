@@ -190,6 +190,10 @@ class ModelFamily:
 
     # ------------------------------------------------------------------ training
 
+    def phase_of(self, phase: str | None) -> str | None:
+        """A stage's phase: the one it names, else the family's first (None without phases)."""
+        return phase or (self.phases[0] if self.phases else None)
+
     def enter_phase(self, model: nn.Module, phase: str | None) -> None:
         """Set the stage's phase (one of :attr:`phases`; None for a family without phases) on a
         freshly built model, before :meth:`optimizers`."""

@@ -610,7 +610,7 @@ class GHBIBAEFamily(ModelFamily):
 
     def check_config(self, arch: GHBIBAEConfig, stages, generation) -> None:
         check_geometry(self.name, arch.layout, stages)
-        phases = [prep.get("phase") or PHASES[0] for _, prep in stages]
+        phases = [self.phase_of(prep.get("phase")) for _, prep in stages]
         if phases[0] != "bibae":
             raise ModelConfigError(f"{stages[0][0]}.phase: the first stage trains the autoencoder (phase bibae)")
         order = [PHASES.index(p) for p in phases]
@@ -625,12 +625,12 @@ class GHBIBAEFamily(ModelFamily):
         return phase != "kde"
 
     def enter_phase(self, model: GHBIBAE, phase: str | None) -> None:
-        model.phase = phase or PHASES[0]
+        model.phase = self.phase_of(phase)
 
     def phase_settings(self, phase, architecture, train):
         """The autoencoder's stages do not depend on the post-processor's (``pp_*``) and the
         KDE's (``kde_*``) keys, the post-processor's not on the KDE's."""
-        later = {"bibae": ("pp_", "kde_"), "postprocess": ("kde_",)}.get(phase or PHASES[0], ())
+        later = {"bibae": ("pp_", "kde_"), "postprocess": ("kde_",)}.get(self.phase_of(phase), ())
 
         def keep(d: dict) -> dict:
             return {k: v for k, v in d.items() if not (later and k.startswith(later))}
@@ -642,7 +642,7 @@ class GHBIBAEFamily(ModelFamily):
         KDE buffers) are taken only where their shapes match (a later phase's keys changed
         since: they start fresh). A mismatch in an earlier phase's part is an error."""
         own = {"bibae": ("postprocessor.", "pp_", "kde_"), "postprocess": ("postprocessor.", "pp_", "kde_"),
-               "kde": ("kde_",)}[phase or PHASES[0]]  # fmt: skip
+               "kde": ("kde_",)}[self.phase_of(phase)]  # fmt: skip
         current = model.state_dict()
         keep = {}
         for k, v in state.items():

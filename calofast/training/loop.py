@@ -99,7 +99,7 @@ def fit(spec: dict[str, Any]) -> dict[str, Any]:
 
     seed_everything(cfg.seed, stage_index, -1, 0)  # the same initial weights on every rank and rerun
     model = family.build(family.make_architecture(spec.get("model")))
-    phase = spec.get("phase") or (family.phases[0] if family.phases else None)
+    phase = family.phase_of(spec.get("phase"))
     if phase is not None and phase not in family.phases:
         raise TrainingError(f"stage {stage_name}: {family.name} has the phases {list(family.phases)}, not {phase!r}")
     family.enter_phase(model, phase)

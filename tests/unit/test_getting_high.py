@@ -225,16 +225,20 @@ def test_wgan_trains_resumes_to_the_same_weights_and_reports_the_constrainer(ild
     assert bool(a["constrainer_ready"])
 
 
-def test_non_finite_critic_loss_stops_the_wgan(ild_prep, tmp_path, monkeypatch):
-    real = wgan_mod.critic_loss
-    calls = {"n": 0}
+def _poison(monkeypatch, module, name: str, at_call: int) -> None:
+    """Make ``module.name`` (a loss returning a dict of terms) return NaN terms on its ``at_call``-th call."""
+    real, calls = getattr(module, name), {"n": 0}
 
     def poisoned(*args, **kwargs):
         calls["n"] += 1
         out = real(*args, **kwargs)
-        return {k: v * float("nan") for k, v in out.items()} if calls["n"] == 3 else out
+        return {k: v * float("nan") for k, v in out.items()} if calls["n"] == at_call else out
 
-    monkeypatch.setattr(wgan_mod, "critic_loss", poisoned)
+    monkeypatch.setattr(module, name, poisoned)
+
+
+def test_non_finite_critic_loss_stops_the_wgan(ild_prep, tmp_path, monkeypatch):
+    _poison(monkeypatch, wgan_mod, "critic_loss", 3)
     with pytest.raises(TrainingError, match=r"loss critic_wasserstein = nan at epoch 2, step 1"):
         run_stage(_spec(ild_prep, tmp_path / "checkpoints"))
     assert [p.name for p in (tmp_path / "checkpoints").glob("*.pt")] == ["epoch-0001.pt"]
@@ -509,14 +513,7 @@ def test_bibae_resumes_to_the_same_weights_and_stops_on_a_non_finite_loss(ild_pr
         assert torch.equal(a["model"][k], b["model"][k]), f"{k} differs after resume"
     assert a["optimizers"]["critic"]["param_groups"][0]["lr"] == pytest.approx(5e-4 * 0.95**2)
 
-    real, calls = bibae_mod.bibae_loss, {"n": 0}
-
-    def poisoned(*args, **kwargs):
-        calls["n"] += 1
-        out = real(*args, **kwargs)
-        return {k: v * float("nan") for k, v in out.items()} if calls["n"] == 2 else out
-
-    monkeypatch.setattr(bibae_mod, "bibae_loss", poisoned)
+    _poison(monkeypatch, bibae_mod, "bibae_loss", 2)
     with pytest.raises(TrainingError, match=r"loss bibae_adversarial = nan at epoch 2, step 1"):
         run_stage(_bibae_spec(ild_prep, tmp_path / "nan" / "checkpoints", "bibae", 0))
     assert [p.name for p in (tmp_path / "nan" / "checkpoints").glob("*.pt")] == ["epoch-0001.pt"]
