@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from calofast.models.family import Batch, ModelFamily, StepContext, TrainSettings, frozen, register
+from calofast.models.fastconv import PolyphaseConvTranspose3d, dense_seed, fold_batchnorm
 from calofast.models.gh_common import CanonicalGenerator, check_geometry, init_normal, to_volume, uniform_noise
 
 
@@ -87,6 +88,27 @@ class Generator(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:  # z: (N, latent) = E x noise
         return self.net(z[:, :, None, None, None])
+
+
+class FastGenerator(nn.Module):
+    """The exact CPU rewrite of a :class:`Generator` (:mod:`calofast.models.fastconv`): the
+    seed layer as a linear layer, the eval-mode batch norms folded into the transposed
+    convolutions, each of those a prepacked polyphase convolution with its ReLU fused."""
+
+    def __init__(self, generator: Generator) -> None:
+        super().__init__()
+        layers = list(generator.net)
+        self.seed = dense_seed(layers[0])
+        fast: list[nn.Module] = []
+        for i, m in enumerate(layers[1:], start=1):
+            if isinstance(m, nn.ConvTranspose3d):
+                bn = layers[i + 1] if isinstance(layers[i + 1], nn.BatchNorm3d) else None
+                conv = fold_batchnorm(m, bn) if bn is not None else m
+                fast.append(PolyphaseConvTranspose3d(conv, "relu"))  # every one is followed by a ReLU
+        self.net = nn.Sequential(*fast)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(self.seed(z))
 
 
 class Discriminator(nn.Module):
@@ -222,3 +244,6 @@ class GHGANFamily(ModelFamily):
 
     def generation_network(self, model: GHGAN) -> nn.Module:
         return CanonicalGenerator(model.generator)
+
+    def fast_network(self, model: GHGAN) -> nn.Module:
+        return CanonicalGenerator(FastGenerator(model.generator))

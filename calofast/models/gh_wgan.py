@@ -36,6 +36,7 @@ from calofast.models.gh_common import (
     CanonicalGenerator,
     ConvCritic,
     EnergyRegressor,
+    FastBranchGenerator,
     ResNetCritic,
     as_blocks,
     check_geometry,
@@ -288,3 +289,6 @@ class GHWGANFamily(ModelFamily):
 
     def generation_network(self, model: GHWGAN) -> nn.Module:
         return CanonicalGenerator(model.generator)
+
+    def fast_network(self, model: GHWGAN) -> nn.Module:
+        return CanonicalGenerator(FastBranchGenerator(model.generator))

@@ -1,5 +1,6 @@
 """Speed-benchmark bookkeeping and the exactness of the fast generation path (not speed)."""
 
+import copy
 import json
 import time
 
@@ -430,3 +431,99 @@ def test_speed_table_rows_and_speedups(tmp_path):
         write_speed_table([tmp_path / "bad.json"], tmp_path / "x.csv")
     with pytest.raises(ValueError, match="no model timings"):
         speed_table([])
+
+
+# --------------------------------------------------------------- fastconv (Getting-High paths)
+
+#: (in, out, kernel, stride, padding, input size): the Getting-High stacks' blocks (photon and
+#: pion layouts) plus a stride larger than half the kernel (phases with no tap on some axis)
+TRANSPOSED = [
+    (6, 4, 4, 2, 1, (3, 5, 4)),
+    (5, 1, 3, 1, 2, (6, 6, 6)),
+    (4, 3, (4, 2, 2), 2, 1, (4, 4, 4)),
+    (4, 3, 4, (2, 1, 1), 1, (3, 4, 4)),
+    (3, 2, (10, 4, 4), 1, 1, (12, 6, 6)),
+    (3, 2, (8, 3, 3), (1, 2, 2), 1, (9, 5, 5)),
+    (3, 2, (7, 5, 5), 1, 1, (10, 7, 7)),
+    (5, 1, (7, 5, 5), 1, 1, (12, 7, 7)),  # one output channel: the depth-split kernel
+    (3, 2, 2, 3, 0, (3, 3, 3)),
+    (3, 2, 3, 2, 1, (4, 3, 5), (1, 0, 1)),  # output padding (the BIB-AE decoder's)
+]
+
+
+@pytest.mark.parametrize("case", TRANSPOSED)
+@pytest.mark.parametrize("activation", [None, "relu"])
+def test_polyphase_transposed_convolution_is_exact(case, activation):
+    from calofast.models.fastconv import PolyphaseConvTranspose3d
+
+    c_in, c_out, kernel, stride, padding, size, *extra = case
+    torch.manual_seed(3)
+    conv = torch.nn.ConvTranspose3d(c_in, c_out, kernel, stride, padding, *extra, bias=True).eval()
+    x = torch.randn(2, c_in, *size)
+    fast = PolyphaseConvTranspose3d(conv, activation)
+    with torch.inference_mode():
+        ref = conv(x)
+        ref = F.relu(ref) if activation else ref
+        out = fast(x)  # the prepacked oneDNN path on this CPU
+        again = fast(x.contiguous(memory_format=torch.channels_last_3d))
+        low = copy.deepcopy(fast).to(torch.bfloat16)(x.bfloat16()).float()
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+    torch.testing.assert_close(again, out)
+    assert ((low - ref).abs().sum() / ref.abs().sum()).item() < bm.TOLERANCE["bf16"]
+    # with autograd (or without oneDNN) the same module runs the plain convolution
+    xg = x.clone().requires_grad_(True)
+    torch.testing.assert_close(fast(xg), ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+
+
+def test_polyphase_rejects_what_it_does_not_rewrite():
+    from calofast.models.fastconv import PolyphaseConvTranspose3d, dense_seed
+
+    with pytest.raises(ValueError, match="dilation"):
+        PolyphaseConvTranspose3d(torch.nn.ConvTranspose3d(2, 2, 3, 2, 1, dilation=2))
+    with pytest.raises(ValueError, match="groups"):
+        PolyphaseConvTranspose3d(torch.nn.ConvTranspose3d(2, 2, 3, 2, 1, groups=2))
+    with pytest.raises(ValueError, match="padding 0"):
+        dense_seed(torch.nn.ConvTranspose3d(2, 2, 3, 1, 1))
+
+
+def test_dense_seed_and_batchnorm_folding_are_exact():
+    from calofast.models.fastconv import dense_seed, fold_batchnorm
+
+    torch.manual_seed(4)
+    seed = torch.nn.ConvTranspose3d(5, 3, (4, 3, 2), bias=True)
+    z = torch.randn(4, 5)
+    torch.testing.assert_close(dense_seed(seed)(z), seed(z[:, :, None, None, None]))
+    conv, bn = torch.nn.ConvTranspose3d(3, 4, 4, 2, 1, bias=False), torch.nn.BatchNorm3d(4)
+    bn.running_mean.uniform_(-0.3, 0.3), bn.running_var.uniform_(0.5, 2.0), bn.weight.data.uniform_(0.5, 1.5)
+    bn.eval()
+    x = torch.randn(2, 3, 3, 3, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(fold_batchnorm(conv, bn)(x), bn(conv(x)), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["gh_gan", "gh_wgan_photon", "gh_wgan_pion"])
+def test_getting_high_fast_generators_reproduce_the_generators(kind):
+    """The fast networks of the Getting-High GAN and WGAN (both layouts) at full size: fp32
+    equal to rounding, bf16 within the benchmark's tolerance, the trained model untouched."""
+    from calofast.models.gh_common import BranchGenerator, FastBranchGenerator, layout_of
+    from calofast.models.gh_gan import FastGenerator, Generator, GHGANConfig
+
+    torch.manual_seed(5)
+    if kind == "gh_gan":
+        gen = Generator(GHGANConfig()).eval()
+        for bn in (m for m in gen.modules() if isinstance(m, torch.nn.BatchNorm3d)):
+            bn.running_mean.uniform_(-0.2, 0.2), bn.running_var.uniform_(0.5, 2.0), bn.bias.data.uniform_(-0.1, 0.1)
+        fast, z = FastGenerator(gen), torch.rand(2, 100)
+    else:
+        layout = layout_of("ild_ecal" if kind.endswith("photon") else "ild_ahcal")
+        gen = BranchGenerator(100, 128, layout.generator, layout.volume).eval()
+        fast, z = FastBranchGenerator(gen), torch.rand(2, 101)
+    before = {k: v.clone() for k, v in gen.state_dict().items()}
+    with torch.inference_mode():
+        ref, out = gen(z), fast(z)
+        low = copy.deepcopy(fast).to(torch.bfloat16)(z.bfloat16()).float()
+    assert out.shape == ref.shape and ref.abs().max() > 0
+    assert (out - ref).abs().max() / ref.abs().max() < 1e-5
+    assert ((low - ref).abs().sum() / ref.abs().sum()).item() < bm.TOLERANCE["bf16"]
+    assert all(torch.equal(v, before[k]) for k, v in gen.state_dict().items())

@@ -1,0 +1,229 @@
+"""Exact rewrites of 3D (transposed) convolutions for fast generation on the CPU.
+
+Used by the families' :meth:`~calofast.models.family.ModelFamily.fast_network`:
+
+* :class:`PackedConv3d` - a convolution whose weights are reordered once into oneDNN's blocked
+  layout (per dtype and input shape) instead of on every call, with the bias and a ReLU fused
+  into the kernel; elsewhere (a GPU, no oneDNN, autograd) :func:`torch.nn.functional.conv3d`.
+  One output channel of a deep kernel (a generator's last layer, which oneDNN runs slowly)
+  becomes one output channel per kernel depth of (1, kh, kw) kernels, summed with their
+  depth shifts;
+* :class:`PolyphaseConvTranspose3d` - a transposed convolution as one ordinary convolution: a
+  stride-s transposed convolution is s^3 interleaved stride-1 convolutions of the input (the
+  output positions of one residue class modulo the stride see one fixed subset of the kernel
+  taps); their kernels become the output channels of one :class:`PackedConv3d` and the phases
+  are written into their strided positions. The same sums of the same products, so fp32
+  outputs agree to rounding;
+* :func:`dense_seed` - a transposed convolution of a 1x1x1 input (a generator's seed layer)
+  as a linear layer;
+* :func:`fold_batchnorm` - an eval-mode batch norm folded into the transposed convolution
+  before it.
+
+At batch 1 the plain path's cost is mostly the per-call weight reorder and the transposed
+convolution's scatter; these rewrites remove both (measured in ``docs/getting-high.md``,
+"Speed"). The ``torch.ops.mkldnn`` packing ops are PyTorch's own (its inductor uses them);
+where a build lacks them the modules run the plain convolution.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _packing_available() -> bool:
+    ops = torch.ops.mkldnn
+    return torch.backends.mkldnn.is_available() and all(
+        hasattr(ops, name) for name in ("_convolution_pointwise", "_reorder_convolution_weight")
+    )
+
+
+class PackedConv3d(nn.Module):
+    """``activation(conv3d(x, weight, bias, stride 1, padding))`` with the weight prepacked for
+    oneDNN on the CPU (``activation``: None or ``"relu"``)."""
+
+    def __init__(
+        self, weight: torch.Tensor, bias: torch.Tensor | None, padding: tuple[int, int, int], activation: str | None
+    ) -> None:
+        super().__init__()
+        if activation not in (None, "relu"):
+            raise ValueError(f"activation must be None or 'relu', got {activation!r}")
+        # one output channel and a deep kernel (a generator's last layer): oneDNN is ~2.5x faster
+        # on kernel-depth output channels of (1, kh, kw) kernels, summed shifted by their depth
+        self.depth_split = weight.shape[0] == 1 and weight.shape[2] > 1
+        w = weight.detach().clone()
+        self.register_buffer("weight", w[0].transpose(0, 1)[:, :, None].contiguous() if self.depth_split else w)
+        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+        self.padding = tuple(int(p) for p in padding)
+        self.activation = activation
+        self._packed: dict[tuple, torch.Tensor] = {}
+
+    def _packable(self, x: torch.Tensor) -> bool:
+        return (
+            x.device.type == "cpu"
+            and x.dtype in (torch.float32, torch.bfloat16)
+            and self.weight.dtype == x.dtype
+            and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))
+            and _packing_available()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.depth_split:
+            return self._conv(x, self.bias, self.activation)
+        h = self._conv(x, None, None).contiguous()  # (N, kd, D + 2 p, H', W'): tap d of output z at z + d
+        depth = h.shape[2] - h.shape[1] + 1
+        out = h[:, :1, :depth].clone()
+        for d in range(1, h.shape[1]):
+            out += h[:, d : d + 1, d : d + depth]
+        if self.bias is not None:
+            out += self.bias.to(out.dtype)[None, :, None, None, None]
+        return F.relu(out) if self.activation == "relu" else out
+
+    def _conv(self, x: torch.Tensor, bias: torch.Tensor | None, activation: str | None) -> torch.Tensor:
+        if not self._packable(x):
+            out = F.conv3d(x, self.weight, bias, 1, self.padding)
+            return F.relu(out) if activation == "relu" else out
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+        key = (x.dtype, tuple(x.shape), self.weight.data_ptr())
+        packed = self._packed.get(key)
+        if packed is None:
+            w = self.weight.contiguous(memory_format=torch.channels_last_3d)
+            packed = torch.ops.mkldnn._reorder_convolution_weight(
+                w, list(self.padding), [1] * 3, [1] * 3, 1, list(x.shape)
+            )
+            self._packed = {key: packed}  # one shape at a time: a new batch size repacks
+        bias = None if bias is None else bias.to(x.dtype)
+        attr = activation or "none"
+        return torch.ops.mkldnn._convolution_pointwise(
+            x, packed, bias, list(self.padding), [1] * 3, [1] * 3, 1, attr, [None] if attr != "none" else [], ""
+        )
+
+    def __getstate__(self):  # copies and pickles leave the packed cache behind
+        return {**self.__dict__, "_packed": {}}
+
+    def _apply(self, fn, recurse=True):
+        self._packed = {}
+        return super()._apply(fn, recurse)
+
+
+def _phase_taps(kernel: int, stride: int, padding: int) -> tuple[int, list[int], list[list[int]]]:
+    """Per dimension: the phases' common tap count T, each phase r's input offset base_r (its
+    output m reads input m + base_r + t at tap t) and kernel index per tap (-1: no tap)."""
+    taps = -(-kernel // stride)
+    bases, index = [], []
+    for r in range(stride):
+        first, shift = (r + padding) % stride, (r + padding) // stride
+        bases.append(shift - (taps - 1))
+        row = []
+        for t in range(taps):
+            k = first + stride * (taps - 1 - t)
+            row.append(k if k < kernel else -1)
+        index.append(row)
+    return taps, bases, index
+
+
+class PolyphaseConvTranspose3d(nn.Module):
+    """An exact rewrite of a ``nn.ConvTranspose3d`` (groups 1, dilation 1)
+    as one :class:`PackedConv3d` with prod(stride) x out_channels outputs, then the phases
+    interleaved (channels-last); ``activation`` (None or ``"relu"``) is applied in the
+    convolution."""
+
+    def __init__(self, conv: nn.ConvTranspose3d, activation: str | None = None) -> None:
+        super().__init__()
+        if conv.groups != 1 or tuple(conv.dilation) != (1, 1, 1):
+            raise ValueError("PolyphaseConvTranspose3d: groups 1 and dilation 1 only")
+        if not isinstance(conv.padding, tuple):
+            raise ValueError("PolyphaseConvTranspose3d: numeric padding only")
+        w = conv.weight.detach()  # (in, out, k0, k1, k2)
+        c_in, c_out = w.shape[:2]
+        self.out_channels = int(c_out)
+        self.kernel, self.stride, self.pad = tuple(w.shape[2:]), tuple(conv.stride), tuple(conv.padding)
+        self.extra = tuple(conv.output_padding)  # more outputs at the end, by the same sums
+        dims = [_phase_taps(k, s, p) for k, s, p in zip(self.kernel, self.stride, self.pad)]
+        self.bases = tuple(tuple(b) for _, b, _ in dims)
+        # weight of phase (r0, r1, r2), output o, input c, taps (t0, t1, t2): w[c, o, k0, k1, k2]
+        padded = F.pad(w, (0, 1, 0, 1, 0, 1))  # index -1 -> the appended zero
+        i0, i1, i2 = (torch.tensor(idx) for _, _, idx in dims)  # (s_d, T_d)
+        g = padded[
+            :, :, i0[:, None, None, :, None, None], i1[None, :, None, None, :, None], i2[None, None, :, None, None, :]
+        ]
+        # g: (in, out, s0, s1, s2, T0, T1, T2) -> (s0, s1, s2, out, in, T0, T1, T2)
+        weight = g.permute(2, 3, 4, 1, 0, 5, 6, 7).reshape(-1, c_in, *(t for t, _, _ in dims))
+        n_phases = weight.shape[0] // c_out
+        bias = None if conv.bias is None else conv.bias.detach().repeat(n_phases)
+        # symmetric padding per dimension, enough for every phase's window (set per input size)
+        self.taps = tuple(t for t, _, _ in dims)
+        self.conv = PackedConv3d(weight, bias, (0, 0, 0), activation)
+
+    def _geometry(self, size: tuple[int, int, int]):
+        """Per dim: output length, padding, and each phase's (start, length) in the conv output."""
+        out = []
+        for n, k, s, p, e, taps, bases in zip(
+            size, self.kernel, self.stride, self.pad, self.extra, self.taps, self.bases
+        ):
+            length = (n - 1) * s - 2 * p + k + e
+            counts = [(length - r + s - 1) // s for r in range(s)]
+            # conv output q reads x[q + t - pad]; phase r's m needs q = m + base_r + pad in [0, n + 2 pad - taps]
+            pad = max(0, *(-b for b in bases), *(b + c - n + taps - 1 for b, c in zip(bases, counts)))
+            out.append((length, pad, [(b + pad, c) for b, c in zip(bases, counts)]))
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        geo = self._geometry(tuple(x.shape[2:]))
+        self.conv.padding = tuple(g[1] for g in geo)
+        h = self.conv(x)
+        n, c = x.shape[0], self.out_channels
+        s0, s1, s2 = self.stride
+        if s0 * s1 * s2 == 1:
+            (a0, l0), (a1, l1), (a2, l2) = (g[2][0] for g in geo)
+            return h[:, :, a0 : a0 + l0, a1 : a1 + l1, a2 : a2 + l2]
+        y = torch.empty(
+            n, c, *(g[0] for g in geo), dtype=h.dtype, device=h.device, memory_format=torch.channels_last_3d
+        )
+        phase = 0
+        for r0, (a0, l0) in enumerate(geo[0][2]):
+            for r1, (a1, l1) in enumerate(geo[1][2]):
+                for r2, (a2, l2) in enumerate(geo[2][2]):
+                    block = h[:, phase * c : (phase + 1) * c, a0 : a0 + l0, a1 : a1 + l1, a2 : a2 + l2]
+                    y[:, :, r0::s0, r1::s1, r2::s2] = block
+                    phase += 1
+        return y
+
+
+def dense_seed(conv: nn.ConvTranspose3d) -> nn.Module:
+    """A transposed convolution of a (N, C, 1, 1, 1) input as a linear layer of the (N, C)
+    input, returning (N, out, k0, k1, k2) (padding 0 only)."""
+    if any(conv.padding) or conv.groups != 1:
+        raise ValueError("dense_seed: padding 0 and groups 1 only")
+    return _DenseSeed(conv)
+
+
+class _DenseSeed(nn.Module):
+    def __init__(self, conv: nn.ConvTranspose3d) -> None:
+        super().__init__()
+        w = conv.weight.detach()
+        self.shape = tuple(w.shape[1:])
+        self.linear = nn.Linear(w.shape[0], w[0].numel(), bias=conv.bias is not None)
+        self.linear.weight.data = w.reshape(w.shape[0], -1).T.contiguous()
+        if conv.bias is not None:
+            self.linear.bias.data = conv.bias.detach().repeat_interleave(w[0, 0].numel())
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.linear(z.flatten(1)).view(z.shape[0], *self.shape)
+
+
+def fold_batchnorm(conv: nn.ConvTranspose3d, bn: nn.BatchNorm3d) -> nn.ConvTranspose3d:
+    """A copy of ``conv`` whose output is ``bn(conv(x))`` with ``bn`` in eval mode."""
+    out = copy.deepcopy(conv)
+    scale = (bn.weight if bn.affine else torch.ones_like(bn.running_var)) / torch.sqrt(bn.running_var + bn.eps)
+    shift = (bn.bias if bn.affine else torch.zeros_like(bn.running_mean)) - bn.running_mean * scale
+    out.weight.data = conv.weight.detach() * scale.detach()[None, :, None, None, None]
+    base = conv.bias.detach() * scale.detach() if conv.bias is not None else 0.0
+    out.bias = nn.Parameter((base + shift).detach())
+    return out
+
+
+__all__ = ["PackedConv3d", "PolyphaseConvTranspose3d", "dense_seed", "fold_batchnorm"]
