@@ -10,7 +10,6 @@ and every block is a config value (``architecture.*_blocks``).
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from calofast.models.family import ModelConfigError
-from calofast.models.fastconv import PolyphaseConvTranspose3d, dense_seed
+from calofast.models.fastconv import dense_seed, fast_sequential
 
 Block = tuple[int, tuple[int, int, int], tuple[int, int, int], tuple[int, int, int]]
 
@@ -177,20 +176,13 @@ class BranchGenerator(nn.Module):
 class FastBranchGenerator(nn.Module):
     """The exact CPU rewrite of a :class:`BranchGenerator` (:mod:`calofast.models.fastconv`):
     both 1^3 -> 4^3 branches as linear layers, every transposed convolution as a prepacked
-    polyphase convolution, the last ReLU fused into it."""
+    polyphase convolution (:func:`~calofast.models.fastconv.fast_sequential`), the last ReLU
+    fused into it."""
 
     def __init__(self, generator: BranchGenerator) -> None:
         super().__init__()
         self.energy, self.noise = dense_seed(generator.energy), dense_seed(generator.noise)
-        layers = list(generator.stack)
-        fast: list[nn.Module] = []
-        for i, m in enumerate(layers):
-            if isinstance(m, nn.ConvTranspose3d):
-                last = not any(isinstance(n, nn.ConvTranspose3d) for n in layers[i + 1 :])
-                fast.append(PolyphaseConvTranspose3d(m, "relu" if last else None))
-            elif not (isinstance(m, nn.ReLU) and i == len(layers) - 1):  # the last ReLU: fused
-                fast.append(copy.deepcopy(m))
-        self.stack = nn.Sequential(*fast)
+        self.stack = fast_sequential(list(generator.stack))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.stack(torch.cat([self.energy(z[:, :1]), self.noise(z[:, 1:])], dim=1))

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from calofast.models.family import Batch, ModelFamily, StepContext, TrainSettings, frozen, register
-from calofast.models.fastconv import PolyphaseConvTranspose3d, dense_seed, fold_batchnorm
+from calofast.models.fastconv import dense_seed, fast_sequential
 from calofast.models.gh_common import CanonicalGenerator, check_geometry, init_normal, to_volume, uniform_noise
 
 
@@ -99,13 +99,7 @@ class FastGenerator(nn.Module):
         super().__init__()
         layers = list(generator.net)
         self.seed = dense_seed(layers[0])
-        fast: list[nn.Module] = []
-        for i, m in enumerate(layers[1:], start=1):
-            if isinstance(m, nn.ConvTranspose3d):
-                bn = layers[i + 1] if isinstance(layers[i + 1], nn.BatchNorm3d) else None
-                conv = fold_batchnorm(m, bn) if bn is not None else m
-                fast.append(PolyphaseConvTranspose3d(conv, "relu"))  # every one is followed by a ReLU
-        self.net = nn.Sequential(*fast)
+        self.net = fast_sequential(layers[1:])
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(self.seed(z))

@@ -519,6 +519,9 @@ def test_getting_high_fast_generators_reproduce_the_generators(kind):
         layout = layout_of("ild_ecal" if kind.endswith("photon") else "ild_ahcal")
         gen = BranchGenerator(100, 128, layout.generator, layout.volume).eval()
         fast, z = FastBranchGenerator(gen), torch.rand(2, 101)
+    names = [type(m).__name__ for m in (fast.net if kind == "gh_gan" else fast.stack)]
+    assert names.count("PolyphaseConvTranspose3d") == (4 if kind == "gh_gan" else len(layout.generator))
+    assert names.count("ReLU") == names.count("LayerNorm")  # the others fused into the convolutions
     before = {k: v.clone() for k, v in gen.state_dict().items()}
     with torch.inference_mode():
         ref, out = gen(z), fast(z)
