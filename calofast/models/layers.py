@@ -106,3 +106,41 @@ def gradient_penalty(
     if sided == "one":
         excess = excess.clamp_min(0.0)
     return torch.mean(excess.pow(2))
+
+
+class LocallyConnected2d(nn.Module):
+    """A 2D convolution without weight sharing (Keras' ``LocallyConnected2D``, the LAGAN's
+    layer): every output position has its own (out, in, k, k) kernel and its own bias, so the
+    layer can learn the position dependence of calorimeter images. Input (N, in, H, W), output
+    (N, out, H', W') with H' = (H + 2 padding - k) // stride + 1."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        in_size: tuple[int, int],
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        h, w = in_size
+        self.out_size = ((h + 2 * padding - kernel_size) // stride + 1, (w + 2 * padding - kernel_size) // stride + 1)
+        if min(self.out_size) < 1:
+            raise ValueError(
+                f"LocallyConnected2d: a {kernel_size} kernel does not fit {in_size} with padding {padding}"
+            )
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.in_channels, self.out_channels = in_channels, out_channels
+        positions, fan_in = self.out_size[0] * self.out_size[1], in_channels * kernel_size**2
+        bound = 1.0 / fan_in**0.5  # PyTorch's default for convolutions, per position
+        self.weight = nn.Parameter(torch.empty(positions, out_channels, fan_in).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(out_channels, *self.out_size).uniform_(-bound, bound)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cols = torch.nn.functional.unfold(
+            x, self.kernel_size, padding=self.padding, stride=self.stride
+        )  # (N, C k k, L)
+        out = torch.einsum("ncl,loc->nol", cols, self.weight).reshape(x.shape[0], self.out_channels, *self.out_size)
+        return out if self.bias is None else out + self.bias

@@ -403,3 +403,32 @@ def test_softmax_total_output_sums_to_the_generated_total():
     assert gan.sample(c, torch.Generator().manual_seed(1)).shape == (3, 266)
     with pytest.raises(ValueError, match="output 'relu'"):
         AtlasGANConfig(output="relu")
+
+
+@pytest.mark.parametrize(("kernel", "stride", "padding", "bias"), [(3, 1, 1, True), (2, 2, 0, False), (3, 1, 0, True)])
+def test_locally_connected_layer_against_an_explicit_loop(kernel, stride, padding, bias):
+    """Each output position has its own kernel and bias (no weight sharing): the layer equals
+    the sum written out position by position."""
+    from calofast.models.layers import LocallyConnected2d
+
+    torch.manual_seed(0)
+    layer = LocallyConnected2d(3, 4, (6, 5), kernel, stride, padding, bias)
+    x = torch.randn(2, 3, 6, 5)
+    out = layer(x)
+    xp = torch.nn.functional.pad(x, (padding,) * 4)
+    ho, wo = layer.out_size
+    expected = torch.zeros(2, 4, ho, wo)
+    for i in range(ho):
+        for j in range(wo):
+            patch = xp[:, :, i * stride : i * stride + kernel, j * stride : j * stride + kernel].reshape(2, -1)
+            w = layer.weight[i * wo + j]  # (out, in k k) in unfold's (channel, row, column) order
+            expected[:, :, i, j] = patch @ w.T + (layer.bias[:, i, j] if bias else 0.0)
+    assert out.shape == (2, 4, ho, wo) == expected.shape
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    # no weight sharing: a different kernel at one position changes only that position's output
+    with torch.no_grad():
+        layer.weight[0].add_(1.0)
+    changed = (layer(x) - out).abs().amax(dim=(0, 1)) > 0
+    assert changed[0, 0] and changed.sum() == 1
+    with pytest.raises(ValueError, match="does not fit"):
+        LocallyConnected2d(1, 1, (2, 2), 5)

@@ -105,8 +105,8 @@ def test_the_top_level_is_subpackages_by_concern():
     assert flat == ["config.py"]  # the workflow configuration; everything else lives in a subpackage
     subpackages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
     assert subpackages == {
-        "benchmark", "data", "geant4", "generation", "geometry", "metrics", "models", "selection", "simulation",
-        "training", "util", "validation",
+        "amplification", "benchmark", "data", "geant4", "generation", "geometry", "metrics", "models", "selection",
+        "simulation", "training", "util", "validation",
     }  # fmt: skip
 
 

@@ -1,0 +1,114 @@
+"""The GANplification study's pieces (paper 003): quantile bins, the quantile D_JS, the
+effective sample size and the KDE / histogram baselines, on constructed samples."""
+
+import numpy as np
+import pytest
+
+from calofast.amplification import baselines, factor, quantiles
+
+
+def test_quantile_bins_have_equal_reference_populations_and_alternate_dimensions():
+    rng = np.random.default_rng(0)
+    x = np.stack([rng.normal(size=4096), rng.exponential(size=4096)], axis=1)
+    bins = quantiles.build(x, 64)
+    assert bins.n_bins == 64 and np.array_equal(bins.counts(x), np.full(64, 64))
+    # the levels split dimension 0, 1, 0, 1, ... (heap order: level l has nodes 2^l - 1 ... 2^(l+1) - 2)
+    assert [int(bins.dims[2**level - 1]) for level in range(6)] == [0, 1, 0, 1, 0, 1]
+    # 1D: uniform reference -> edges at the k / n_bins quantiles; a second sample lands evenly
+    u = np.sort(rng.random(20000))
+    b1 = quantiles.build(u, 8)
+    assert b1.edges[0] == pytest.approx(0.5, abs=0.01) and b1.edges[1] == pytest.approx(0.25, abs=0.01)
+    other = b1.counts(rng.random(80000))
+    assert np.all(np.abs(other - 10000) < 1000)  # binomial (95) and edge (~190) spreads
+
+
+def test_quantile_bins_ties_errors_and_the_n_over_10_limit():
+    x = np.repeat(np.arange(5.0), 100)  # heavy ties: populations differ, assignment is consistent
+    bins = quantiles.build(x, 4)
+    counts = bins.counts(x)
+    assert counts.sum() == 500 and np.array_equal(bins.counts(x[::-1]), counts)
+    assert all(len(np.unique(x[bins.assign(x) == i])) <= 2 for i in range(4))
+    with pytest.raises(ValueError, match="power of two"):
+        quantiles.build(x, 6)
+    with pytest.raises(ValueError, match="at least 2048"):
+        quantiles.build(np.arange(100.0), 1024)
+    with pytest.raises(ValueError, match="NaN"):
+        quantiles.build(np.array([1.0, np.nan, 2.0, 3.0]), 2)
+    assert quantiles.bin_counts(1000) == [2, 4, 8, 16, 32, 64]
+    assert quantiles.bin_counts(100000, largest=256)[-1] == 256
+
+
+def test_quantile_djs_on_analytic_cases():
+    assert quantiles.djs([5, 5, 5], [1, 1, 1]) == pytest.approx(0.0, abs=1e-12)
+    assert quantiles.djs([1, 0], [0, 1]) == pytest.approx(np.log(2.0))
+    # p = (1, 0), g = (1/2, 1/2): m = (3/4, 1/4)
+    expected = 0.5 * np.log(1 / 0.75) + 0.5 * (0.5 * np.log(0.5 / 0.75) + 0.5 * np.log(0.5 / 0.25))
+    assert quantiles.djs([2, 0], [3, 3]) == pytest.approx(expected)
+    with pytest.raises(ValueError):
+        quantiles.djs([0, 0], [1, 1])
+    # statistical D_JS of a sample of the truth falls as ~ (bins - 1) / (8 N)
+    rng = np.random.default_rng(1)
+    ref = rng.normal(size=200_000)
+    curve = {n: quantiles.djs_curve(ref, rng.normal(size=n), [32])[0] for n in (2000, 20000)}
+    assert curve[2000] == pytest.approx(31 / (8 * 2000), rel=0.5)
+    assert curve[2000] / curve[20000] == pytest.approx(10.0, rel=0.5)
+
+
+def test_effective_size_of_a_sample_of_known_size():
+    """A "model" that is an 8k sample of the truth is worth ~8k reference showers; trained on
+    1k it amplifies ~8x; the bounds are reported as such."""
+    rng = np.random.default_rng(2)
+    ref = rng.normal(size=200_000)
+    sizes = np.array([1000, 2000, 5000, 10000, 20000])
+    n_bins = [64]
+    djs_sizes = np.array(
+        [np.mean([quantiles.djs_curve(ref, rng.normal(size=n), n_bins)[0] for _ in range(4)]) for n in sizes]
+    )
+    model = np.mean([quantiles.djs_curve(ref, rng.normal(size=8000), n_bins)[0] for _ in range(4)])
+    n_eff, rel = factor.effective_size(sizes, djs_sizes, model)
+    assert rel == "=" and 5000 < n_eff < 13000
+    amp, rel = factor.amplification(sizes, djs_sizes, model, n_train=1000)
+    assert rel == "=" and amp == pytest.approx(n_eff / 1000)
+    assert factor.effective_size(sizes, djs_sizes, djs_sizes[-1] / 3) == (20000.0, ">=")
+    assert factor.effective_size(sizes, djs_sizes, djs_sizes[0] * 3) == (1000.0, "<=")
+    # exact on a power law: D = 1 / N -> N_eff = 1 / D between the points
+    assert factor.effective_size([10, 1000], [0.1, 0.001], 0.01)[0] == pytest.approx(100.0)
+    with pytest.raises(ValueError):
+        factor.effective_size([10], [0.1], 0.1)
+    with pytest.raises(ValueError):
+        factor.amplification([10, 100], [0.1, 0.01], 0.05, n_train=0)
+
+
+def test_kde_bandwidth_by_cross_validation_and_sampling():
+    rng = np.random.default_rng(3)
+    train = rng.normal(5.0, 2.0, size=1000)
+    kde = baselines.fit_kde(train, seed=0)
+    silverman = 1.06 * 1000 ** (-0.2)  # in units of the standard deviation
+    assert silverman / 2 < kde.bandwidth < silverman * 2
+    s = kde.sample(50000, seed=1)[:, 0]
+    assert s.mean() == pytest.approx(train.mean(), abs=0.05)
+    assert s.std() == pytest.approx(train.std() * np.sqrt(1 + kde.bandwidth**2), rel=0.03)
+    # a bimodal sample: narrower kernels than the unimodal rule, which would merge the modes
+    bimodal = baselines.fit_kde(np.concatenate([rng.normal(-3, 0.3, 500), rng.normal(3, 0.3, 500)]), seed=0)
+    assert bimodal.bandwidth < 0.5 * silverman
+    two = baselines.fit_kde(rng.normal(size=(500, 2)), seed=0)
+    assert two.sample(10, seed=0).shape == (10, 2)
+
+
+def test_histogram_bins_by_cross_validated_likelihood_and_sampling():
+    rng = np.random.default_rng(4)
+    small = baselines.fit_histogram(rng.normal(size=300), seed=0)
+    large = baselines.fit_histogram(rng.normal(size=30000), seed=0)
+    assert 2 <= small.bins < large.bins
+    s = large.sample(100000, seed=1)[:, 0]
+    assert s.mean() == pytest.approx(0.0, abs=0.03) and s.std() == pytest.approx(1.0, rel=0.05)
+    two = baselines.fit_histogram(rng.normal(size=(2000, 2)), seed=0)
+    assert two.bins < large.bins and two.sample(5, seed=0).shape == (5, 2)
+    # a held-out value in a bin without training values: log-likelihood -inf
+    z = np.array([[0.0], [0.1], [0.9], [1.0]])
+    assert baselines.histogram_log_likelihood(z, np.array([[0.5]]), 4, np.array([0.0]), np.array([1.0])) == -np.inf
+    assert baselines.histogram_log_likelihood(
+        z, np.array([[0.05]]), 4, np.array([0.0]), np.array([1.0])
+    ) == pytest.approx(np.log(0.5 / 0.25))
+    with pytest.raises(ValueError, match="n >= 10"):
+        baselines.fit_histogram(np.arange(5.0))
