@@ -112,3 +112,41 @@ def test_histogram_bins_by_cross_validated_likelihood_and_sampling():
     ) == pytest.approx(np.log(0.5 / 0.25))
     with pytest.raises(ValueError, match="n >= 10"):
         baselines.fit_histogram(np.arange(5.0))
+
+
+def test_image_observables_on_constructed_images():
+    from calofast.amplification.study import image_observables
+
+    img = np.zeros((3, 10, 10))
+    img[0, 2, 7] = 30.0  # one pixel
+    img[0, 4, 7] = 10.0
+    img[0, 5, 5] = 0.05  # below the 0.1 MeV cut: dropped
+    img[1, 9, 0] = 4.0  # below the 5 MeV E_pixel cut, counted in E_vis
+    obs = image_observables(img)
+    np.testing.assert_allclose(obs["e_vis"], [40.0, 4.0, 0.0])
+    np.testing.assert_allclose(obs["e_peak"], [30.0, 4.0, 0.0])
+    np.testing.assert_allclose(np.sort(obs["e_pixel"]), [10.0, 30.0])
+    np.testing.assert_allclose(obs["cog_x"], [(2 * 30 + 4 * 10) / 40, 9.0, 4.5])
+    np.testing.assert_allclose(obs["cog_y"], [7.0, 0.0, 4.5])
+    with pytest.raises(ValueError, match="finite"):
+        image_observables(np.full((2, 10), 1.0))
+
+
+def test_study_tables_find_the_known_amplification():
+    """Reference sets of 1k-20k values of N(0, 1), a "model" of 8 independent 8k samples and a
+    training size of 1k: the table gives an amplification near 8 where the bins are not sparse."""
+    from calofast.amplification.study import amplification_table, djs_table
+
+    rng = np.random.default_rng(5)
+    ref = rng.normal(size=100_000)
+    sizes = {f"g4_{n}": n for n in (1000, 2000, 5000, 10000, 20000)}
+    samples = {name: [rng.normal(size=n) for _ in range(4)] for name, n in sizes.items()}
+    samples["model"] = [rng.normal(size=8000) for _ in range(4)]
+    table = djs_table(ref, samples, [16, 64, 256])
+    assert set(table["sample"]) == {*sizes, "model"} and len(table) == 18
+    row = table[(table["sample"] == "g4_1000") & (table["n_bins"] == 256)].iloc[0]
+    assert row["sparse"] and row["n_sets"] == 4 and row["djs_std"] > 0
+    amp = amplification_table(table, sizes, "model", n_train=1000)
+    assert list(amp["n_bins"]) == [16, 64, 256]
+    good = amp[amp["n_bins"] >= 64]
+    assert (good["relation"] == "=").all() and good["amplification"].between(4.5, 14).all()
