@@ -90,4 +90,55 @@ def amplification_table(table: pd.DataFrame, sizes: dict[str, int], model: str, 
     return pd.DataFrame(rows, columns=["n_bins", "n_eff", "relation", "amplification"])
 
 
-__all__ = ["OBSERVABLES", "amplification_table", "djs_table", "image_observables"]
+def disjoint_sets(n_total: int, sizes: dict[str, tuple[int, int]], seed: int) -> dict[str, list[np.ndarray]]:
+    """Index sets of a pool of ``n_total`` showers, no shower in two sets: ``sizes`` maps a name
+    to (number of sets, showers per set), e.g. ``{"train": (5, 1000), "g4_5000": (5, 5000)}``;
+    whatever is left is the reference (``"reference"``). One seeded permutation, the sets taken
+    in the order given, so a set keeps its showers when later entries change."""
+    need = sum(k * n for k, n in sizes.values())
+    if need >= n_total:
+        raise ValueError(f"the sets need {need} showers, the pool has {n_total} (and the reference needs the rest)")
+    order = np.random.default_rng(seed).permutation(n_total)
+    out, start = {}, 0
+    for name, (k, n) in sizes.items():
+        if k < 1 or n < 1:
+            raise ValueError(f"{name}: at least one set of at least one shower, got {k} x {n}")
+        out[name] = [np.sort(order[start + i * n : start + (i + 1) * n]) for i in range(k)]
+        start += k * n
+    out["reference"] = [np.sort(order[start:])]
+    return out
+
+
+def plot_djs(table: pd.DataFrame, title: str, path) -> None:
+    """D_JS against the number of quantiles per sample (mean and the spread over its sets as a
+    band; dashed where the bins are sparse), the paper's Figs. 6, 7, 9 and 10."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from calofast.util.files import save_figure
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, rows in table.groupby("sample", sort=False):
+        rows = rows.sort_values("n_bins")
+        x, y, e = rows["n_bins"].to_numpy(), rows["djs_mean"].to_numpy(), rows["djs_std"].to_numpy()
+        dense = ~rows["sparse"].to_numpy()
+        (line,) = ax.plot(x[dense], y[dense], marker="o", ms=3, label=name)
+        ax.plot(x, y, ls="--", color=line.get_color(), alpha=0.5)
+        ax.fill_between(x, np.maximum(y - e, 1e-12), y + e, color=line.get_color(), alpha=0.2)
+    ax.set(xscale="log", yscale="log", xlabel="number of quantiles", ylabel=r"$\bar D_{JS}$", title=title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+__all__ = [
+    "OBSERVABLES",
+    "amplification_table",
+    "disjoint_sets",
+    "djs_table",
+    "image_observables",
+    "plot_djs",
+]

@@ -150,3 +150,20 @@ def test_study_tables_find_the_known_amplification():
     assert list(amp["n_bins"]) == [16, 64, 256]
     good = amp[amp["n_bins"] >= 64]
     assert (good["relation"] == "=").all() and good["amplification"].between(4.5, 14).all()
+
+
+def test_disjoint_sets_and_the_study_figure(tmp_path):
+    from calofast.amplification.study import disjoint_sets, djs_table, plot_djs
+
+    sets = disjoint_sets(10000, {"train": (5, 1000), "g4_2000": (2, 2000)}, seed=3)
+    assert [len(s) for s in sets["train"]] == [1000] * 5 and len(sets["reference"][0]) == 1000
+    every = np.concatenate([s for group in sets.values() for s in group])
+    assert len(every) == 10000 and len(np.unique(every)) == 10000  # no shower in two sets
+    again = disjoint_sets(10000, {"train": (5, 1000), "g4_2000": (1, 2000)}, seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip(sets["train"], again["train"]))  # earlier sets kept
+    with pytest.raises(ValueError, match="pool has 100"):
+        disjoint_sets(100, {"train": (5, 20)}, seed=0)
+    rng = np.random.default_rng(6)
+    table = djs_table(rng.normal(size=5000), {"a": [rng.normal(size=300) for _ in range(2)]}, [2, 4, 64])
+    plot_djs(table, "E_vis", tmp_path / "djs.png")
+    assert (tmp_path / "djs.png").stat().st_size > 1000
