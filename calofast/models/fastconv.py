@@ -130,7 +130,7 @@ class PolyphaseConvTranspose3d(nn.Module):
     """An exact rewrite of a ``nn.ConvTranspose3d`` (groups 1, dilation 1)
     as one :class:`PackedConv3d` with prod(stride) x out_channels outputs, then the phases
     interleaved (channels-last); ``activation`` (None or ``"relu"``) is applied in the
-    convolution."""
+    convolution. Off the CPU the original transposed convolution runs."""
 
     def __init__(self, conv: nn.ConvTranspose3d, activation: str | None = None) -> None:
         super().__init__()
@@ -158,6 +158,10 @@ class PolyphaseConvTranspose3d(nn.Module):
         # symmetric padding per dimension, enough for every phase's window (set per input size)
         self.taps = tuple(t for t, _, _ in dims)
         self.conv = PackedConv3d(weight, bias, (0, 0, 0), activation)
+        # off the CPU (a GPU: cuDNN has its own transposed convolutions) the original runs
+        self.register_buffer("transposed_weight", w.clone())
+        self.register_buffer("transposed_bias", None if conv.bias is None else conv.bias.detach().clone())
+        self.activation = activation
 
     def _geometry(self, size: tuple[int, int, int]):
         """Per dim: output length, padding, and each phase's (start, length) in the conv output."""
@@ -173,6 +177,9 @@ class PolyphaseConvTranspose3d(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu":
+            out = F.conv_transpose3d(x, self.transposed_weight, self.transposed_bias, self.stride, self.pad, self.extra)
+            return F.relu(out) if self.activation == "relu" else out
         geo = self._geometry(tuple(x.shape[2:]))
         self.conv.padding = tuple(g[1] for g in geo)
         h = self.conv(x)
