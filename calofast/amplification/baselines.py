@@ -2,9 +2,10 @@
 by 5-fold cross-validation (scikit-learn ``KernelDensity`` + ``GridSearchCV``) and a histogram
 estimator with the bin count by cross-validated log-likelihood, in one or more dimensions.
 
-Both standardise each dimension by the training set's mean and standard deviation (so one
-bandwidth or bin count serves every dimension; the paper's table gives one value per
-estimator); both sample new values to be compared like a generator's."""
+Both standardise each dimension by the training set's mean and standard deviation, so one
+bandwidth or one bin count serves every dimension (a simplification for the histogram: the
+paper's Table 1 lists bins per dimension); both sample new values to be compared like a
+generator's."""
 
 from __future__ import annotations
 
