@@ -73,7 +73,7 @@ def build(reference: np.ndarray, n_bins: int) -> QuantileBins:
         v = x[:, dim]
         order = np.lexsort((v, node))
         count = np.bincount(node, minlength=2 * first + 1)[first : 2 * first + 1]
-        start = np.concatenate([[0], np.cumsum(count)[:-1]]) + np.searchsorted(node[order], first)
+        start = np.concatenate([[0], np.cumsum(count)[:-1]])  # every node of the level is >= first
         for k, (s, c) in enumerate(zip(start, count)):
             if c < 2:  # an empty or single-value node: everything left
                 edges[first + k] = np.inf

@@ -71,10 +71,12 @@ class PackedConv3d(nn.Module):
             and _packing_available()
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, padding: tuple[int, int, int] | None = None) -> torch.Tensor:
+        """``padding`` overrides the construction's (the polyphase rewrite's depends on the input)."""
+        padding = self.padding if padding is None else tuple(padding)
         if not self.depth_split:
-            return self._conv(x, self.bias, self.activation)
-        h = self._conv(x, None, None).contiguous()  # (N, kd, D + 2 p, H', W'): tap d of output z at z + d
+            return self._conv(x, self.bias, self.activation, padding)
+        h = self._conv(x, None, None, padding).contiguous()  # (N, kd, D + 2 p, H', W'): tap d of output z at z + d
         depth = h.shape[2] - h.shape[1] + 1
         out = h[:, :1, :depth].clone()
         for d in range(1, h.shape[1]):
@@ -83,23 +85,21 @@ class PackedConv3d(nn.Module):
             out += self.bias.to(out.dtype)[None, :, None, None, None]
         return F.relu(out) if self.activation == "relu" else out
 
-    def _conv(self, x: torch.Tensor, bias: torch.Tensor | None, activation: str | None) -> torch.Tensor:
+    def _conv(self, x: torch.Tensor, bias: torch.Tensor | None, activation: str | None, padding) -> torch.Tensor:
         if not self._packable(x):
-            out = F.conv3d(x, self.weight, bias, 1, self.padding)
+            out = F.conv3d(x, self.weight, bias, 1, padding)
             return F.relu(out) if activation == "relu" else out
         x = x.contiguous(memory_format=torch.channels_last_3d)
-        key = (x.dtype, tuple(x.shape), self.weight.data_ptr())
+        key = (x.dtype, tuple(x.shape), padding, self.weight.data_ptr())
         packed = self._packed.get(key)
         if packed is None:
             w = self.weight.contiguous(memory_format=torch.channels_last_3d)
-            packed = torch.ops.mkldnn._reorder_convolution_weight(
-                w, list(self.padding), [1] * 3, [1] * 3, 1, list(x.shape)
-            )
+            packed = torch.ops.mkldnn._reorder_convolution_weight(w, list(padding), [1] * 3, [1] * 3, 1, list(x.shape))
             self._packed = {key: packed}  # one shape at a time: a new batch size repacks
         bias = None if bias is None else bias.to(x.dtype)
         attr = activation or "none"
         return torch.ops.mkldnn._convolution_pointwise(
-            x, packed, bias, list(self.padding), [1] * 3, [1] * 3, 1, attr, [None] if attr != "none" else [], ""
+            x, packed, bias, list(padding), [1] * 3, [1] * 3, 1, attr, [None] if attr != "none" else [], ""
         )
 
     def __getstate__(self):  # copies and pickles leave the packed cache behind
@@ -181,8 +181,7 @@ class PolyphaseConvTranspose3d(nn.Module):
             out = F.conv_transpose3d(x, self.transposed_weight, self.transposed_bias, self.stride, self.pad, self.extra)
             return F.relu(out) if self.activation == "relu" else out
         geo = self._geometry(tuple(x.shape[2:]))
-        self.conv.padding = tuple(g[1] for g in geo)
-        h = self.conv(x)
+        h = self.conv(x, tuple(g[1] for g in geo))
         n, c = x.shape[0], self.out_channels
         s0, s1, s2 = self.stride
         if s0 * s1 * s2 == 1:
