@@ -21,6 +21,7 @@ include: "rules/generate.smk"
 include: "rules/validate.smk"
 include: "rules/benchmark.smk"
 include: "rules/scan.smk"
+include: "rules/amplify.smk"
 include: "rules/geant4.smk"
 
 

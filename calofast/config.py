@@ -237,11 +237,42 @@ def scan_points(name: str, model: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return points
 
 
+def training_set_models(name: str, model: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The models of the extra ``training_sets`` (paper 003): ``{name}-set-K`` (K = 2..count) ->
+    the entry training on set K (set 1 is the model itself); no scan or study of their own."""
+    sets = model.get("training_sets")
+    if not sets:
+        return {}
+    out = {}
+    for k in range(2, int(sets["count"]) + 1):
+        entry = copy.deepcopy({key: v for key, v in model.items() if key not in ("scan", "amplification")})
+        entry["training_set"] = k
+        entry["description"] = f"{name} on training set {k} of {sets['count']}"
+        out[f"{name}-set-{k}"] = entry
+    return out
+
+
+def training_set(model: dict[str, Any]) -> dict[str, int] | None:
+    """(index, count, size, seed) of the training set a model entry trains on; None: the
+    whole training split."""
+    sets = model.get("training_sets")
+    if not sets:
+        return None
+    return {
+        "index": int(model.get("training_set", 1)),
+        "count": int(sets["count"]),
+        "size": int(sets["size"]),
+        "seed": int(sets.get("seed", 1)),
+    }
+
+
 def all_models(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The configured models plus the points of their scans (each a model of its own)."""
+    """The configured models plus the points of their scans and the models of their extra
+    training sets (each a model of its own)."""
     models = dict(config.get("models") or {})
     for name, model in list(models.items()):
         models.update(scan_points(name, model))
+        models.update(training_set_models(name, model))
     return models
 
 
@@ -276,6 +307,16 @@ def check_models(config: dict[str, Any]) -> None:
         where = f"models.{name}"
         if "-scan-" in name:
             _check_scan_point(name, model)
+        sets = model.get("training_sets")
+        ds_entry = datasets.get(model["dataset"]) or {}
+        if sets and ds_entry.get("n_showers"):
+            expected = int(ds_entry["n_showers"] * float((ds_entry.get("split") or {}).get("train", 0.8)))
+            if sets["count"] * sets["size"] > expected:
+                raise ConfigError(
+                    f"{where}.training_sets: {sets['count']} sets of {sets['size']} showers need "
+                    f"{sets['count'] * sets['size']}; the training split of dataset {model['dataset']!r} holds about "
+                    f"{expected} (n_showers x split.train)"
+                )
         if model["dataset"] not in datasets:
             raise ConfigError(
                 f"{where}.dataset: unknown dataset {model['dataset']!r}; known datasets: {sorted(datasets)}"

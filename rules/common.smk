@@ -16,6 +16,7 @@ from calofast.config import (
     check_models,
     model_seeds,
     scan_points,
+    training_set,
 )
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -49,6 +50,8 @@ wildcard_constraints:
     model=names_regex(MODELS),
     stage=names_regex(STAGES),
     seed=r"\d+",
+    sets=r"\d+x\d+-s\d+",
+    index=r"\d+",
 
 
 # The keys of a dataset entry that each kind of job uses: passing exactly these as
@@ -176,10 +179,20 @@ def _seed(wildcards):
     return int(wildcards.seed)
 
 
+def train_file(model, stage):
+    """The training showers of a stage: its preprocessing's train split, or the model's
+    training set of it (models.<name>.training_sets, rule training_set)."""
+    ts = training_set(model)
+    base = prep_dir(stage["preprocessing"])
+    if ts is None:
+        return f"{base}/train.h5"
+    return f"{base}/train-sets/{ts['count']}x{ts['size']}-s{ts['seed']}/set-{ts['index']}.h5"
+
+
 def train_inputs(wildcards):
-    """The stage's training split and, after the first stage, the previous stage's selected weights."""
+    """The stage's training showers and, after the first stage, the previous stage's selected weights."""
     i, stage = _stage(wildcards)
-    inputs = {"train": f"{prep_dir(stage['preprocessing'])}/train.h5"}
+    inputs = {"train": train_file(_model(wildcards), stage)}
     if i > 0:
         previous = _model(wildcards)["stages"][i - 1]["name"]
         inputs["init"] = f"{stage_dir(wildcards, previous)}/selected.pt"
@@ -208,30 +221,48 @@ def train_spec(wildcards):
         **({"phase": stage["phase"]} if stage.get("phase") else {}),
         "model": arch,
         "train": {**train, "seed": _seed(wildcards)},
-        "keep_last": model["selection"]["last_k"],
+        "keep_last": keep_last(model["selection"], stage["epochs"]),
         "preprocessing": PREPROCESSING[stage["preprocessing"]],
         "checkpoint_dir": f"{seed_dir(wildcards, stage['name'])}/checkpoints",
     }
 
 
+def keep_last(selection, epochs):
+    """Checkpoints the trainer keeps: the last_k the selection scores, or every epoch from
+    selection.start_epoch on."""
+    start = selection.get("start_epoch")
+    if start is None:
+        return selection["last_k"]
+    return max(selection["last_k"], epochs - start + 1)
+
+
 def train_threads(wildcards):
     """The family's CPU threads per training job (3dgan's 3D convolutions: 2; the ATLAS MLPs:
-    1 - small matrices gain nothing from a second thread, and two seeds train side by side).
+    1 - small matrices gain nothing from a second thread, and two seeds train side by side);
+    the selection and generation jobs of the model take as many (a job of two threads runs
+    alone on a 2-core machine, so one-thread jobs of light models pair up).
     """
     return get_family(_model(wildcards)["type"]).train_threads
 
 
 def select_inputs(wildcards):
-    """The training summaries of every seed of the stage, and its validation split."""
+    """The training summaries of every seed of the stage, and the split it is scored
+    against (selection.reference: the validation split, or the stage's training showers).
+    """
     _, stage = _stage(wildcards)
+    model = _model(wildcards)
     prep = prep_dir(stage["preprocessing"])
     base = stage_dir(wildcards, stage["name"])
+    reference = (
+        train_file(model, stage)
+        if model["selection"]["reference"] == "train"
+        else f"{prep}/validation.h5"
+    )
     return {
         "summaries": [
-            f"{base}/seed-{seed}/training.json"
-            for seed in model_seeds(_model(wildcards))
+            f"{base}/seed-{seed}/training.json" for seed in model_seeds(model)
         ],
-        "validation": f"{prep}/validation.h5",
+        "validation": reference,
         "transforms": f"{prep}/transforms.json",
     }
 
@@ -341,6 +372,40 @@ def scan_inputs(wildcards):
         "validation": f"{prep}/validation.h5",
         "transforms": f"{prep}/transforms.json",
     }
+
+
+def training_set_names(name):
+    """The model itself and the models of its extra training sets (models.<name>.training_sets)."""
+    model = MODELS[name]
+    count = (model.get("training_sets") or {}).get("count", 1)
+    return [name] + [f"{name}-set-{k}" for k in range(2, count + 1)]
+
+
+def amplification_inputs(wildcards):
+    """Per training set of the model: its last stage's training showers, the training summaries
+    of its seeds and its selection; the last stage's validation (reference) and test (pool)
+    splits and transforms."""
+    model = _model(wildcards)
+    if not model.get("amplification"):
+        raise WorkflowError(
+            f"model {wildcards.model!r} has no amplification block: no study to run"
+        )
+    last = model["stages"][-1]
+    prep = prep_dir(last["preprocessing"])
+    inputs = {
+        "validation": f"{prep}/validation.h5",
+        "test": f"{prep}/test.h5",
+        "transforms": f"{prep}/transforms.json",
+    }
+    for k, name in enumerate(training_set_names(wildcards.model), start=1):
+        base = f"results/{wildcards.dataset}/{name}/stage-{last['name']}"
+        inputs[f"train_{k}"] = train_file(MODELS[name], last)
+        inputs[f"selection_{k}"] = f"{base}/selection.csv"
+        inputs[f"selection_info_{k}"] = f"{base}/selection.json"
+        inputs[f"summaries_{k}"] = [
+            f"{base}/seed-{seed}/training.json" for seed in model_seeds(MODELS[name])
+        ]
+    return inputs
 
 
 def reference_simulator_available(dataset):
@@ -465,6 +530,13 @@ def model_resources(wildcards):
     return _model(wildcards)["resources"]
 
 
+def learns_pooled_images(model):
+    """Whether a model's last stage learns pooled showers (paper 003's 10x10 images): it
+    generates no canonical showers, so its validation is its amplification study's
+    observables and figures, not the shower-level suite."""
+    return bool(PREPROCESSING[model["stages"][-1]["preprocessing"]].get("pool"))
+
+
 def get_final_output():
     """Everything the default target builds: per-dataset quick-looks, exports, all
     preprocessings, and for every model its stages, selections, generated showers and
@@ -488,10 +560,13 @@ def get_final_output():
         base = f"results/{model['dataset']}/{name}"
         if model.get("scan"):
             out.append(f"{base}/scan/scan.csv")
-        out += [
-            f"{base}/comparison.png",
-            f"{base}/validation/metrics.csv",
-            f"{base}/validation/judge.json",
-            f"{base}/benchmark/timing.csv",
-        ]
+        if model.get("amplification"):
+            out.append(f"{base}/amplification/study.json")
+        if not learns_pooled_images(model):
+            out += [
+                f"{base}/comparison.png",
+                f"{base}/validation/metrics.csv",
+                f"{base}/validation/judge.json",
+            ]
+        out.append(f"{base}/benchmark/timing.csv")
     return out

@@ -13,7 +13,7 @@ rule generate:
         "benchmarks/generate/{dataset}/{model}.tsv"
     conda:
         "../envs/calofast.yaml"
-    threads: 2
+    threads: train_threads
     resources:
         gpu=lambda wildcards: min(1, model_resources(wildcards)["gpus"]),
         mem_mb=4000,

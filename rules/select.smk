@@ -18,7 +18,7 @@ rule select_epoch:
         "benchmarks/select_epoch/{dataset}/{model}/{stage}.tsv"
     conda:
         "../envs/calofast.yaml"
-    threads: 2
+    threads: train_threads
     resources:
         gpu=lambda wildcards: min(1, model_resources(wildcards)["gpus"]),
         mem_mb=4000,

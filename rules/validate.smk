@@ -90,7 +90,7 @@ rule judge_model:
         "benchmarks/judge_model/{dataset}/{model}.tsv"
     conda:
         "../envs/calofast.yaml"
-    threads: 2
+    threads: train_threads
     resources:
         mem_mb=4000,
         runtime=240,

@@ -18,8 +18,9 @@ with job_log(snakemake.log[0]):
         out.info,
         metric=sel.pop("metric"),
         last_k=sel.pop("last_k"),
+        start_epoch=sel.pop("start_epoch", None),
         n_showers=sel.pop("n_showers"),
         batch_size=sel.pop("batch_size"),
         seed=sel.pop("seed"),
-        **sel,  # the scores' settings: n_bins, energy_bins_gev, tolerances
+        **{k: v for k, v in sel.items() if k != "reference"},  # the scores' settings
     )

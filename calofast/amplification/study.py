@@ -19,6 +19,8 @@ from calofast.amplification.factor import effective_size
 from calofast.amplification.quantiles import build, djs
 
 OBSERVABLES = ("e_vis", "e_peak", "e_pixel", "cog_x", "cog_y")
+#: D_JS values below this count as this in the log-log interpolation of the effective size
+DJS_FLOOR = 1e-12
 
 
 def image_observables(
@@ -46,11 +48,42 @@ def image_observables(
     }
 
 
-def djs_table(reference: np.ndarray, samples: dict[str, list[np.ndarray]], n_bins: list[int]) -> pd.DataFrame:
-    """Rows (sample, n_bins, djs_mean, djs_std, n_sets, n_values, sparse): one bin set per
-    quantile count built on ``reference`` ((n,) or (n, d) values), every set of every sample
-    counted in it; ``sparse``: more bins than a tenth of the set's values (the paper omits
-    those from its conclusions)."""
+def observable_ranges(observables: dict[str, np.ndarray]) -> dict[str, tuple[float, float]]:
+    """The fixed histogram range of every observable: the reference's min and max (a
+    degenerate range is widened by one unit)."""
+    out = {}
+    for name, v in observables.items():
+        if len(v) == 0:
+            raise ValueError(f"observable {name!r} has no values (no pixel above the cut?)")
+        lo, hi = float(np.min(v)), float(np.max(v))
+        out[name] = (lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)
+    return out
+
+
+def histogram_djs(
+    reference: dict[str, np.ndarray],
+    sample: dict[str, np.ndarray],
+    ranges: dict[str, tuple[float, float]],
+    n_bins: int = 100,
+) -> dict[str, float]:
+    """The paper's epoch score (section 2): per observable, the Jensen-Shannon divergence of
+    ``n_bins``-bin histograms over the fixed ``ranges`` (values outside fall in the edge bins,
+    so a sample cannot hide showers outside the reference's range), and their mean
+    (``"mean"``). A sample without values of an observable scores ln 2 in it."""
+    out = {}
+    for name, (lo, hi) in ranges.items():
+        edges = np.linspace(lo, hi, n_bins + 1)
+        p = np.histogram(np.clip(reference[name], lo, hi), edges)[0]
+        g = np.histogram(np.clip(sample[name], lo, hi), edges)[0]
+        out[name] = djs(p, g) if g.sum() > 0 else float(np.log(2.0))
+    out["mean"] = float(np.mean([out[k] for k in ranges]))
+    return out
+
+
+def djs_values(reference: np.ndarray, samples: dict[str, list[np.ndarray]], n_bins: list[int]) -> pd.DataFrame:
+    """Long table (sample, n_bins, set, djs, n_values): the quantile D_JS of every set of every
+    sample against ``reference`` ((n,) or (n, d) values), one bin set per quantile count built
+    on the reference."""
     rows = []
     for nb in n_bins:
         bins = build(reference, nb)
@@ -58,26 +91,54 @@ def djs_table(reference: np.ndarray, samples: dict[str, list[np.ndarray]], n_bin
         for name, sets in samples.items():
             if not sets:
                 raise ValueError(f"sample {name!r} has no sets")
-            values = [djs(p, bins.counts(s)) for s in sets]
-            n_values = int(min(len(s) for s in sets))
-            rows.append(
-                {
-                    "sample": name,
-                    "n_bins": int(nb),
-                    "djs_mean": float(np.mean(values)),
-                    "djs_std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-                    "n_sets": len(values),
-                    "n_values": n_values,
-                    "sparse": nb > n_values // 10,
-                }
-            )
+            for k, values in enumerate(sets):
+                rows.append(
+                    {
+                        "sample": name,
+                        "n_bins": int(nb),
+                        "set": k,
+                        "djs": djs(p, bins.counts(values)),
+                        "n_values": len(values),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
-def amplification_table(table: pd.DataFrame, sizes: dict[str, int], model: str, n_train: int) -> pd.DataFrame:
+def djs_table(reference: np.ndarray, samples: dict[str, list[np.ndarray]], n_bins: list[int]) -> pd.DataFrame:
+    """Rows (sample, n_bins, djs_mean, djs_std, n_sets, n_values, sparse) summarising
+    :func:`djs_values`; ``sparse``: more bins than a tenth of the smallest set's values (the
+    paper omits those from its conclusions)."""
+    return summarise(djs_values(reference, samples, n_bins))
+
+
+def summarise(values: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation over the sets of each (sample, n_bins) of a long table."""
+    rows = []
+    for (name, nb), group in values.groupby(["sample", "n_bins"], sort=False):
+        v = group["djs"].to_numpy()
+        n_values = int(group["n_values"].min())
+        rows.append(
+            {
+                "sample": name,
+                "n_bins": int(nb),
+                "djs_mean": float(np.mean(v)),
+                "djs_std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
+                "n_sets": len(v),
+                "n_values": n_values,
+                "sparse": nb > n_values // 10,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def amplification_table(
+    table: pd.DataFrame, sizes: dict[str, int], model: str, n_train: int, values: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Per quantile count: the effective size of ``model`` against the reference samples named
-    in ``sizes`` (name -> sample size; their non-sparse rows), the relation ("=", ">=" or "<="),
-    and the amplification factor n_eff / n_train."""
+    in ``sizes`` (name -> sample size; their non-sparse rows) from its mean D_JS, the relation
+    ("=", ">=" or "<="), the amplification factor n_eff / n_train and, given the long table
+    ``values`` (:func:`djs_values`), the mean and standard deviation of the factor over the
+    model's sets (each set's D_JS against the reference samples' mean curve)."""
     rows = []
     for nb, group in table.groupby("n_bins"):
         ref = group[group["sample"].isin(list(sizes)) & ~group["sparse"]]
@@ -85,9 +146,20 @@ def amplification_table(table: pd.DataFrame, sizes: dict[str, int], model: str, 
         if len(ref) < 2 or own.empty or bool(own["sparse"].iloc[0]):
             continue
         n = np.array([sizes[s] for s in ref["sample"]])
-        n_eff, rel = effective_size(n, ref["djs_mean"].to_numpy(), float(own["djs_mean"].iloc[0]))
-        rows.append({"n_bins": int(nb), "n_eff": n_eff, "relation": rel, "amplification": n_eff / n_train})
-    return pd.DataFrame(rows, columns=["n_bins", "n_eff", "relation", "amplification"])
+        # an exact 0 (a sample split like the reference by few quantiles) is floored for the log
+        curve = np.maximum(ref["djs_mean"].to_numpy(), DJS_FLOOR)
+        n_eff, rel = effective_size(n, curve, max(float(own["djs_mean"].iloc[0]), DJS_FLOOR))
+        row = {"n_bins": int(nb), "n_eff": n_eff, "relation": rel, "amplification": n_eff / n_train}
+        if values is not None:
+            per_set = values[(values["sample"] == model) & (values["n_bins"] == nb)]["djs"].to_numpy()
+            factors = np.array([effective_size(n, curve, max(float(d), DJS_FLOOR))[0] / n_train for d in per_set])
+            row["amplification_mean"] = float(factors.mean())
+            row["amplification_std"] = float(factors.std(ddof=1)) if len(factors) > 1 else 0.0
+        rows.append(row)
+    columns = ["n_bins", "n_eff", "relation", "amplification"]
+    if values is not None:
+        columns += ["amplification_mean", "amplification_std"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def disjoint_sets(n_total: int, sizes: dict[str, tuple[int, int]], seed: int) -> dict[str, list[np.ndarray]]:
@@ -134,11 +206,56 @@ def plot_djs(table: pd.DataFrame, title: str, path) -> None:
     plt.close(fig)
 
 
+def plot_observables(samples: dict[str, dict[str, np.ndarray]], title: str, path, n_bins: int = 50) -> None:
+    """The five observables of each sample (name -> :func:`image_observables` output) as
+    normalised step histograms over the first sample's range (the paper's Fig. 4), E_pixel
+    on log axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from calofast.util.files import save_figure
+
+    labels = {
+        "e_vis": r"$E_{vis}$ [MeV]",
+        "e_peak": r"$E_{peak}$ [MeV]",
+        "e_pixel": r"$E_{pixel}$ [MeV]",
+        "cog_x": r"$CG_x$ [pixel]",
+        "cog_y": r"$CG_y$ [pixel]",
+    }
+    first = next(iter(samples.values()))
+    fig, axes = plt.subplots(1, 5, figsize=(17, 3.4))
+    for ax, key in zip(axes, OBSERVABLES):
+        ref = first[key]
+        if key == "e_pixel":
+            lo = max(float(np.min(ref)), 1e-3) if len(ref) else 1.0
+            edges = np.geomspace(lo, max(float(np.max(ref)) if len(ref) else 10.0, lo * 10), n_bins + 1)
+            ax.set(xscale="log", yscale="log")
+        else:
+            lo, hi = (float(np.min(ref)), float(np.max(ref))) if len(ref) else (0.0, 1.0)
+            edges = np.linspace(lo, hi if hi > lo else lo + 1.0, n_bins + 1)
+        for name, obs in samples.items():
+            if len(obs[key]):
+                ax.hist(np.clip(obs[key], edges[0], edges[-1]), edges, density=True, histtype="step", label=name)
+        ax.set(xlabel=labels[key], ylabel="normalised")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
 __all__ = [
     "OBSERVABLES",
     "amplification_table",
     "disjoint_sets",
     "djs_table",
+    "djs_values",
+    "histogram_djs",
+    "observable_ranges",
     "image_observables",
     "plot_djs",
+    "plot_observables",
+    "summarise",
 ]

@@ -30,6 +30,7 @@ from torch import nn
 from calofast.models.family import Batch, ModelFamily, StepContext, TrainSettings, frozen, register
 from calofast.models.fastconv import dense_seed, fast_sequential
 from calofast.models.gh_common import CanonicalGenerator, check_geometry, init_normal, to_volume, uniform_noise
+from calofast.models.layers import MinibatchDiscrimination
 
 
 @dataclass(frozen=True)
@@ -55,21 +56,6 @@ class GHGANConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-class MinibatchDiscrimination(nn.Module):
-    """Salimans et al. (2016): features f (N, A) times T (A, B C) give M (N, B, C); per shower i
-    and kernel b, o_b(i) = sum_{j != i} exp(-||M_ib - M_jb||_1); returns (N, B)."""
-
-    def __init__(self, in_features: int, kernels: int, dims: int) -> None:
-        super().__init__()
-        self.kernels, self.dims = kernels, dims
-        self.T = nn.Parameter(torch.randn(in_features, kernels * dims) * 0.02)
-
-    def forward(self, f: torch.Tensor) -> torch.Tensor:
-        m = (f @ self.T).view(-1, self.kernels, self.dims)
-        dist = (m[:, None] - m[None, :]).abs().sum(dim=3)  # (N, N, B)
-        return torch.exp(-dist).sum(dim=1) - 1.0  # the j = i term is exp(0) = 1
 
 
 class Generator(nn.Module):

@@ -13,7 +13,9 @@ Scores (:data:`SCORES`; a family lists the ones it can be selected by):
 * ``layer_response``: the largest per-energy deviation of the mean layer fractions,
   the mean response and the resolution from the reference, each over its tolerance
   (:func:`calofast.metrics.distances.layer_response_errors`);
-* ``covariance`` (paper 001): ||C_gen - C_ref||_F / ||C_ref||_F of the cells.
+* ``covariance`` (paper 001): ||C_gen - C_ref||_F / ||C_ref||_F of the cells;
+* ``observables_jsd`` (paper 003): the mean Jensen-Shannon divergence of 100-bin fixed-range
+  histograms of five observables of pooled 2D images.
 
 The last two compute the same columns (and the per-layer KS distance) in the model's
 cell space and differ in the column that decides.
@@ -32,6 +34,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from calofast.amplification.study import OBSERVABLES, histogram_djs, image_observables, observable_ranges
 from calofast.data import io
 from calofast.data.preprocess import Pipeline
 from calofast.data.provenance import sha256_file
@@ -61,6 +64,8 @@ class SelectionScore:
     """A score of generated showers against the validation split (lower is better)."""
 
     name: ClassVar[str] = ""
+    #: whether more showers than the reference holds may be generated (conditions resampled)
+    any_sample_size: ClassVar[bool] = False
     column: ClassVar[str] = ""  # the selection.csv column that decides
     columns: ClassVar[tuple[str, ...]] = ()  # every column it writes
     description: ClassVar[str] = ""
@@ -187,6 +192,54 @@ class Covariance(LayerResponse):
     description = "||C_gen - C_ref||_F / ||C_ref||_F of the cell covariance (paper 001), normalised cells"
 
 
+@register_score
+class ObservablesJSD(SelectionScore):
+    name = "observables_jsd"
+    any_sample_size = True  # the paper: 96k generated images against 1k training showers
+    column = "observables_jsd"
+    columns = ("observables_jsd", *(f"djs_{o}" for o in OBSERVABLES))
+    description = (
+        "the mean Jensen-Shannon divergence of fixed-range histograms of the pooled images' visible energy, "
+        "peak pixel, pixel energies and centres of gravity (paper 003, section 2)"
+    )
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.n_hist = int(self.settings.get("histogram_bins", 100))
+        self.cuts = (float(self.settings.get("pixel_cut_mev", 0.1)), float(self.settings.get("e_pixel_cut_mev", 5.0)))
+        self.e_mev = np.asarray(self.conditions["energy"], dtype=np.float64)
+        images = np.concatenate(
+            [
+                self._images(c["x"], c["energy"].astype(np.float64))
+                for _, c in io.iter_chunks(self.validation, self.batch_size * 4, ("x", "energy"))
+            ]
+        )
+        self.reference = image_observables(images, *self.cuts)
+        self.ranges = observable_ranges(self.reference)
+
+    def _images(self, x: np.ndarray, energy_mev: np.ndarray) -> np.ndarray:
+        cells = self.pipe.inverse(x, energy_mev)
+        if cells.ndim != 3:
+            raise ValueError(
+                f"selection.metric observables_jsd scores 2D images; preprocessing gives cells of shape "
+                f"{list(cells.shape[1:])} (pool one axis away)"
+            )
+        return cells
+
+    def evaluate(self, batches: Batches) -> dict[str, float]:
+        images = np.concatenate([self._images(x, self.e_mev[sl]) for sl, x in batches])
+        scores = histogram_djs(self.reference, image_observables(images, *self.cuts), self.ranges, self.n_hist)
+        return {"observables_jsd": scores["mean"], **{f"djs_{o}": scores[o] for o in OBSERVABLES}}
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "histogram_bins": self.n_hist,
+            "pixel_cut_mev": self.cuts[0],
+            "e_pixel_cut_mev": self.cuts[1],
+            "ranges": {k: list(v) for k, v in self.ranges.items()},
+        }
+
+
 def select_epoch(
     summaries: str | os.PathLike | list,
     validation: str | os.PathLike,
@@ -196,16 +249,19 @@ def select_epoch(
     out_json: str | os.PathLike,
     metric: str | None = None,
     last_k: int = 10,
+    start_epoch: int | None = None,
     n_showers: int | None = 1000,
     batch_size: int = 64,
     seed: int = 1,
     device: str = "auto",
     **settings: Any,
 ) -> dict[str, Any]:
-    """Score the last ``last_k`` checkpoints of a stage (every seed's training summary) by
-    ``metric`` and keep the best as ``out_selected``; ``settings`` go to the score
-    (``n_bins``, ``energy_bins_gev``, ``tolerances``)."""
-    candidates = candidate_checkpoints(summaries, last_k)
+    """Score the last ``last_k`` checkpoints of a stage (every seed's training summary; with
+    ``start_epoch``, every epoch from it on) by ``metric`` against ``validation`` (the
+    reference split) and keep the best as ``out_selected``; ``settings`` go to the score
+    (``n_bins``, ``energy_bins_gev``, ``tolerances``, ``histogram_bins``, ``pixel_cut_mev``,
+    ``e_pixel_cut_mev``)."""
+    candidates = candidate_checkpoints(summaries, last_k, start_epoch)
     dev = pick_device(device)
     family = get_family(load_checkpoint(candidates[0][1])["model_type"])
     metric = metric or family.selection_scores[0]
@@ -218,6 +274,8 @@ def select_epoch(
     with io.open_h5(validation) as f:
         available = int(f["x"].shape[0])
     k = available if n_showers is None else min(int(n_showers), available)
+    if n_showers is not None and SCORES[metric].any_sample_size:
+        k = int(n_showers)  # conditions resampled from the reference (read_conditions)
     conditions = read_conditions(validation, family, k, seed)
     score = SCORES[metric](validation, pipe, geometry, conditions, batch_size, settings)
     rows = []
@@ -240,6 +298,7 @@ def select_epoch(
         "score": best[score.column],
         **({"uncertainty": best["uncertainty"]} if "uncertainty" in best else {}),
         "metric": f"{metric}: {score.description}",
+        "column": score.column,  # the selection.csv column that decides (lower is better)
         **score.info(),
         "n_showers": int(k),
         "epochs": [{key: v for key, v in r.items() if key != "checkpoint"} for r in rows],

@@ -199,16 +199,29 @@ def prune(ck_dir: Path, keep: int) -> None:
         p.unlink()
 
 
-def candidate_checkpoints(summaries: str | os.PathLike | list, last_k: int) -> list[tuple[int | None, str]]:
+def checkpoint_epoch(path: str | os.PathLike) -> int:
+    """The (1-based) epoch of an ``epoch-NNNN.pt`` checkpoint, from its name."""
+    return int(Path(path).stem.split("-", 1)[1])
+
+
+def candidate_checkpoints(
+    summaries: str | os.PathLike | list, last_k: int, start_epoch: int | None = None
+) -> list[tuple[int | None, str]]:
     """(seed, checkpoint) of the last ``last_k`` epochs of every training summary (one per
-    seed of a stage); an error names a summary without checkpoints."""
+    seed of a stage), or with ``start_epoch`` of every epoch from it on (1-based; the trainer
+    keeps them: ``keep_last``); an error names a summary without checkpoints."""
     if isinstance(summaries, (str, os.PathLike)):
         summaries = [summaries]
     out = []
     for summary in summaries:
         info = json.loads(Path(summary).read_text())
-        checkpoints = sorted(info["checkpoints"])[-last_k:]
+        checkpoints = sorted(info["checkpoints"], key=checkpoint_epoch)
+        if start_epoch is None:
+            checkpoints = checkpoints[-last_k:]
+        else:
+            checkpoints = [p for p in checkpoints if checkpoint_epoch(p) >= start_epoch]
         if not checkpoints:
-            raise TrainingError(f"{summary}: the stage wrote no checkpoint to select from")
+            after = "" if start_epoch is None else f" from epoch {start_epoch} on (selection.start_epoch)"
+            raise TrainingError(f"{summary}: the stage wrote no checkpoint{after} to select from")
         out += [(info.get("seed"), str(p)) for p in checkpoints]
     return out

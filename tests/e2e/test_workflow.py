@@ -156,6 +156,20 @@ def test_default_target_builds_every_stage(finished_run, inputs):
     assert summary["cell_shape"] == [30, 30, 30]
     pooled = json.loads((workdir / "results/ild_photon_50/preprocessed/ild50_pooled/transforms.json").read_text())
     assert pooled["cell_shape"] == [10, 10]
+    # the VAE-GAN: two disjoint training sets, each selected per seed, and its amplification study
+    sets = workdir / "results/ild_photon_50/preprocessed/ild50_pooled/train-sets/2x20-s1"
+    rows = [h5py.File(sets / f"set-{k}.h5")["index"][:] for k in (1, 2)]
+    assert len(rows[0]) == len(rows[1]) == 20 and not set(rows[0]) & set(rows[1])
+    for name in ("vaegan_tiny", "vaegan_tiny-set-2"):
+        sel = json.loads((workdir / f"results/ild_photon_50/{name}/stage-all/selection.json").read_text())
+        assert sel["column"] == "observables_jsd" and len(sel["epochs"]) == 2
+    study = workdir / "results/ild_photon_50/vaegan_tiny/amplification"
+    info = json.loads((study / "study.json").read_text())
+    assert info["n_training_sets"] == 2 and info["n_train"] == 20
+    amp = pd.read_csv(study / "amplification.csv")
+    assert {"model", "kde", "histogram", "training"} <= set(amp["sample"])
+    assert (study / "figures" / "observables.png").stat().st_size > 0
+    assert not (workdir / "results/ild_photon_50/vaegan_tiny/validation").exists()  # pooled: the study validates
     assert (workdir / "benchmarks" / "simulate_synthetic" / "lcd_ele.tsv").exists()
     # the ROOT hits voxelise back onto the showers they were made from
     with h5py.File(inputs["local"]) as ref, h5py.File(workdir / "data/root_ild/showers.h5") as f:

@@ -2,6 +2,7 @@
 effective sample size and the KDE / histogram baselines, on constructed samples."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from calofast.amplification import baselines, factor, quantiles
@@ -135,7 +136,7 @@ def test_image_observables_on_constructed_images():
 def test_study_tables_find_the_known_amplification():
     """Reference sets of 1k-20k values of N(0, 1), a "model" of 8 independent 8k samples and a
     training size of 1k: the table gives an amplification near 8 where the bins are not sparse."""
-    from calofast.amplification.study import amplification_table, djs_table
+    from calofast.amplification.study import amplification_table, djs_table, djs_values, summarise
 
     rng = np.random.default_rng(5)
     ref = rng.normal(size=100_000)
@@ -150,6 +151,28 @@ def test_study_tables_find_the_known_amplification():
     assert list(amp["n_bins"]) == [16, 64, 256]
     good = amp[amp["n_bins"] >= 64]
     assert (good["relation"] == "=").all() and good["amplification"].between(4.5, 14).all()
+    # per set: each of the model's four samples is worth about 8k showers as well
+    values = djs_values(ref, samples, [16, 64, 256])
+    per_set = amplification_table(summarise(values), sizes, "model", 1000, values)
+    good = per_set[per_set["n_bins"] >= 64]
+    assert good["amplification_mean"].between(4.5, 14).all() and (good["amplification_std"] > 0).all()
+    assert np.allclose(per_set["amplification"], amp["amplification"])
+
+
+def test_amplification_of_an_exact_zero_divergence():
+    """A sample split exactly like the reference (D_JS = 0) is floored, not an error: it beats
+    every reference set (">=")."""
+    from calofast.amplification.study import amplification_table
+
+    table = pd.DataFrame(
+        [
+            {"sample": "r100", "n_bins": 2, "djs_mean": 1e-3, "sparse": False},
+            {"sample": "r1000", "n_bins": 2, "djs_mean": 0.0, "sparse": False},
+            {"sample": "model", "n_bins": 2, "djs_mean": 0.0, "sparse": False},
+        ]
+    )
+    amp = amplification_table(table, {"r100": 100, "r1000": 1000}, "model", 10)
+    assert amp.iloc[0]["relation"] == ">=" and amp.iloc[0]["amplification"] == 100
 
 
 def test_disjoint_sets_and_the_study_figure(tmp_path):

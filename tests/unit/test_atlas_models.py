@@ -421,13 +421,13 @@ def test_locally_connected_layer_against_an_explicit_loop(kernel, stride, paddin
     for i in range(ho):
         for j in range(wo):
             patch = xp[:, :, i * stride : i * stride + kernel, j * stride : j * stride + kernel].reshape(2, -1)
-            w = layer.weight[i * wo + j]  # (out, in k k) in unfold's (channel, row, column) order
+            w = layer.kernels[i * wo + j]  # (out, in k k) in unfold's (channel, row, column) order
             expected[:, :, i, j] = patch @ w.T + (layer.bias[:, i, j] if bias else 0.0)
     assert out.shape == (2, 4, ho, wo) == expected.shape
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     # no weight sharing: a different kernel at one position changes only that position's output
     with torch.no_grad():
-        layer.weight[0].add_(1.0)
+        layer.kernels[0].add_(1.0)
     changed = (layer(x) - out).abs().amax(dim=(0, 1)) > 0
     assert changed[0, 0] and changed.sum() == 1
     with pytest.raises(ValueError, match="does not fit"):

@@ -249,7 +249,7 @@ def test_bad_inputs_are_named(split, tmp_path):
 
     with pytest.raises(
         ModelConfigError,
-        match=r"unknown model type 'atlas_flow'; known types: \['3dgan', 'atlas_vae', 'atlas_wgan', 'gh_bibae', 'gh_gan', 'gh_wgan'\]",
+        match=r"unknown model type 'atlas_flow'; known types: \['3dgan', 'atlas_vae', 'atlas_wgan', 'gh_bibae', 'gh_gan', 'gh_wgan', 'vaegan'\]",
     ):
         build_model({"model_type": "atlas_flow"})
     bad = tmp_path / "bad.h5"

@@ -226,7 +226,7 @@ def test_model_defaults(make_config):
         (
             lambda m: m.update(type="vae"),
             WorkflowError,
-            r"'vae' is not one of \['3dgan', 'atlas_vae', 'atlas_wgan', 'gh_bibae', 'gh_gan', 'gh_wgan'\]",
+            r"'vae' is not one of \['3dgan', 'atlas_vae', 'atlas_wgan', 'gh_bibae', 'gh_gan', 'gh_wgan', 'vaegan'\]",
         ),
         (lambda m: m["stages"][0].update(epochs=0), WorkflowError, r"0 is less than the minimum of 1"),
         (lambda m: m.update(stages=[]), WorkflowError, r"\[\] should be non-empty"),
@@ -373,7 +373,7 @@ def test_atlas_models_validate_with_their_own_blocks(make_config):
         (
             _atlas("atlas_vae", selection={"metric": "ks"}),
             WorkflowError,
-            r"'ks' is not one of \['sampling_fraction', 'layer_response', 'covariance', None\]",
+            r"'ks' is not one of \['covariance', 'layer_response', 'observables_jsd', 'sampling_fraction', None\]",
         ),
         (
             _atlas("atlas_vae", selection={"metric": "sampling_fraction"}),
@@ -499,3 +499,52 @@ def test_bibae_phase_errors(make_config, mutate, message):
 def test_bibae_phases_valid(make_config):
     cfg = validate_config(make_config(preprocessing={"pi": {"dataset": "ild_photon"}}, models={"b": BIBAE}))
     assert [s["phase"] for s in cfg["models"]["b"]["stages"]] == ["bibae", "postprocess", "kde"]
+
+
+def _vaegan(**extra):
+    return {
+        "type": "vaegan",
+        "dataset": "ild_photon",
+        "stages": [{"name": "all", "preprocessing": "pooled", "epochs": 2}],
+        **extra,
+    }
+
+
+POOLED = {"pooled": {"dataset": "ild_photon", "pool": [3, 30, 3]}, "raw": {"dataset": "ild_photon"}}
+
+
+def test_training_sets_are_models_of_their_own(make_config):
+    from calofast.config import all_models, training_set
+
+    sets = {"count": 2, "size": 10, "seed": 2}
+    cfg = validate_config(
+        make_config(preprocessing=POOLED, models={"v": _vaegan(training_sets=sets, amplification={})})
+    )
+    models = all_models(cfg)
+    assert set(models) == {"v", "v-set-2"}
+    assert training_set(models["v"]) == {"index": 1, "count": 2, "size": 10, "seed": 2}
+    assert training_set(models["v-set-2"]) == {"index": 2, "count": 2, "size": 10, "seed": 2}
+    assert "amplification" in models["v"] and "amplification" not in models["v-set-2"]
+    # the study block's defaults are the paper's, scaled down
+    study = cfg["models"]["v"]["amplification"]
+    assert study["comparison_sizes"] == [1000, 5000, 10000, 50000] and study["pixel_cut_mev"] == 0.1
+    assert training_set(_vaegan()) is None
+
+
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        (
+            _vaegan(training_sets={"count": 5, "size": 10}),
+            r"models.v.training_sets: 5 sets of 10 showers need 50.*about 24",
+        ),
+        (_vaegan(stages=[{"name": "all", "preprocessing": "raw", "epochs": 2}]), r"image_shape.*\[30, 30, 30\]"),
+        (_vaegan(selection={"metric": "covariance"}), r"vaegan is selected by one of \['observables_jsd'\]"),
+        (_vaegan(selection={"reference": "test"}), r"'test' is not one of \['validation', 'train'\]"),
+        (_vaegan(amplification={"comparison_sizes": [100]}), r"\[100\] is too short"),
+        (_vaegan(architecture={"image_shape": [10, 12]}), r"image_shape \[10, 12\]"),
+    ],
+)
+def test_vaegan_and_study_config_errors(make_config, model, message):
+    with pytest.raises((ConfigError, WorkflowError), match=message):
+        validate_config(make_config(preprocessing=POOLED, models={"v": model}))

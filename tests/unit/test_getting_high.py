@@ -16,7 +16,7 @@ from calofast.data.preprocess import run_preprocessing
 from calofast.models import get_family
 from calofast.models.family import Batch
 from calofast.models.gh_common import LAYOUTS, to_canonical, to_volume, uniform_noise
-from calofast.models.gh_gan import GHGAN, GHGANConfig, MinibatchDiscrimination, discriminator_loss
+from calofast.models.gh_gan import GHGAN, GHGANConfig, discriminator_loss
 from calofast.models.gh_wgan import (
     GHWGAN,
     GHWGANConfig,
@@ -24,7 +24,7 @@ from calofast.models.gh_wgan import (
     latent_step,
     pretrain_constrainer,
 )
-from calofast.models.layers import gradient_penalty
+from calofast.models.layers import MinibatchDiscrimination, gradient_penalty
 from calofast.training.checkpoints import TrainingError, load_checkpoint
 from calofast.training.loop import run_stage
 from tests.unit.test_training import _run
