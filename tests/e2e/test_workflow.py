@@ -374,17 +374,34 @@ def test_editing_one_value_reruns_only_what_depends_on_it(finished_run, repo_roo
         ("select_epoch", "dataset=atlas_photon, model=vae_tiny-scan-002, stage=all"),
         ("train_stage", "dataset=atlas_photon, model=vae_tiny-scan-002, stage=all, seed=1"),
     ]
-    # the split seed is a preprocessing input, not a simulation one
+    # the split seed is a preprocessing input, not a simulation one: the preprocessing, the
+    # VAE-GAN's training sets and everything of the VAE-GAN after them rerun
+    vg, sets = "dataset=ild_photon_50, model=vaegan_tiny", "dataset=ild_photon_50, prep=ild50_pooled, sets=2x20-s1"
     split = plan(lambda c: c["datasets"]["ild_photon_50"].update(split={"seed": 7}))
-    assert split == [("all", ""), ("preprocess", "dataset=ild_photon_50, prep=ild50_pooled")]
-    # a simulation setting reruns that dataset and everything downstream of it only
-    sim = plan(lambda c: c["datasets"]["ild_photon_50"].update(n_showers=41))
-    assert sim == [
+    after_split = [
         ("all", ""),
+        ("amplification_study", vg),
+        ("benchmark_model", vg),
         ("preprocess", "dataset=ild_photon_50, prep=ild50_pooled"),
-        ("quicklook", "dataset=ild_photon_50"),
-        ("simulate_synthetic", "dataset=ild_photon_50"),
+        ("select_epoch", f"{vg}, stage=all"),
+        ("select_epoch", f"{vg}-set-2, stage=all"),
+        ("speed_table", "dataset=ild_photon_50"),
+        ("train_stage", f"{vg}, stage=all, seed=1"),
+        ("train_stage", f"{vg}-set-2, stage=all, seed=1"),
+        ("training_set", f"{sets}, index=1"),
+        ("training_set", f"{sets}, index=2"),
     ]
+    assert split == after_split
+    # a simulation setting reruns that dataset and everything downstream of it only
+    sim = plan(lambda c: c["datasets"]["ild_photon_50"].update(n_showers=121))
+    assert sim == sorted(
+        after_split
+        + [
+            ("benchmark_reference", "dataset=ild_photon_50"),
+            ("quicklook", "dataset=ild_photon_50"),
+            ("simulate_synthetic", "dataset=ild_photon_50"),
+        ]
+    )
     # a later stage's epochs rerun that stage and what follows it, not the earlier stage
     stage2 = plan(lambda c: c["models"]["gan_tiny"]["stages"][1].update(epochs=3))
     assert stage2 == [
