@@ -443,19 +443,23 @@ def test_editing_one_value_reruns_only_what_depends_on_it(finished_run, repo_roo
         # the BIB-AE's own benchmark block sets its variants
         == [("all", "")] + [("benchmark_model", m) for m in models if m != bibae] + tables
     )
-    assert (
-        plan(lambda c: c["benchmark"].update(repeats=3))
-        == [("all", "")]
-        + [("benchmark_model", m) for m in models]
-        + [("benchmark_reference", f"dataset={d}") for d in datasets]
+    # (the VAE-GAN's own benchmark block sets its variants, not its repeats)
+    assert plan(lambda c: c["benchmark"].update(repeats=3)) == sorted(
+        [("all", "")]
+        + [("benchmark_model", m) for m in [*models, vg]]
+        + [("benchmark_reference", f"dataset={d}") for d in (*datasets, "ild_photon_50")]
         + tables
+        + [("speed_table", "dataset=ild_photon_50")]
     )
     # the optional Geant4 baseline adds its timing job to grid datasets with a model
     geant4 = {"enabled": True, "data_dir": "/nowhere"}
     assert plan(lambda c: c["benchmark"].update(geant4=geant4)) == [
         ("all", ""),
+        ("benchmark_geant4", "dataset=ild_photon_50"),
         ("benchmark_geant4", "dataset=lcd_ele"),
+        ("benchmark_model", vg),
         ("benchmark_model", "dataset=lcd_ele, model=gan_tiny"),
+        ("speed_table", "dataset=ild_photon_50"),
         ("speed_table", "dataset=lcd_ele"),
     ]
     # converting differently does not download again
@@ -476,9 +480,11 @@ def test_report_collects_the_figures_and_tables(finished_run, repo_root, tmp_pat
     assert sum(n.endswith("comparison.png") for n in names) == 5
     assert sum(n.endswith("metrics.csv") for n in names) == 5
     assert sum(n.endswith("judge.png") for n in names) == 5
-    assert sum(n.endswith("timing.png") for n in names) == 5 and sum(n.endswith("timing.csv") for n in names) == 5
+    assert sum(n.endswith("timing.png") for n in names) == 6 and sum(n.endswith("timing.csv") for n in names) == 6
     assert sum(n.endswith("scan.csv") for n in names) == 1
-    assert sum(n.endswith("speed_table.csv") for n in names) == 3  # the datasets with models
+    assert sum(n.endswith("speed_table.csv") for n in names) == 4  # the datasets with models
+    assert sum(n.endswith("amplification.csv") for n in names) == 1
+    assert any(n.endswith("djs_e_vis+e_peak.png") for n in names)
     figures = {Path(n).name for n in names} & {
         p.name for p in finished_run.glob("results/*/*/validation/figures/*.png")
     }
@@ -489,10 +495,11 @@ def test_report_collects_the_figures_and_tables(finished_run, repo_root, tmp_pat
     assert "wgan_tiny</tt> (atlas_wgan on atlas_photon)" in html and "seeds [1, 2]" in html
     assert "ghwgan_tiny</tt> (gh_wgan on ild_pion)" in html and "200,000 (pions)" in html
     assert "bibae_tiny</tt> (gh_bibae on ild_pion)" in html and "its stages: bibae, postprocess, kde" in html
-    assert html.count("NOT converged") >= 5
+    assert "vaegan_tiny</tt> (vaegan on ild_photon_50)" in html and "2 disjoint training sets of 20 showers" in html
+    assert html.count("NOT converged") >= 6
     # one list item per model (the template keeps the items apart)
     items = re.findall(r'<li><tt class=\\"docutils literal\\">(\w+)</tt> \(', html)
-    assert sorted(items) == ["bibae_tiny", "gan_tiny", "ghwgan_tiny", "vae_tiny", "wgan_tiny"]
+    assert sorted(items) == ["bibae_tiny", "gan_tiny", "ghwgan_tiny", "vae_tiny", "vaegan_tiny", "wgan_tiny"]
 
 
 def test_slurm_profile_dry_run(repo_root, inputs, tmp_path):
