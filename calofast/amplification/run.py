@@ -123,7 +123,7 @@ def generate_observables(
     n: int,
     cuts: tuple[float, float],
     seed: int,
-    batch_size: int = 4096,
+    batch_size: int = 1024,
     device: str = "auto",
 ) -> dict[str, np.ndarray]:
     """Observables of ``n`` showers drawn in equal parts from the checkpoints (conditions from
@@ -135,7 +135,9 @@ def generate_observables(
         family = get_family(load_checkpoint(path)["model_type"])
         model, _ = load_model(path, dev)
         cond = read_conditions(conditions_split, family, k, seed + i)
-        net = build_network(family, model, dev, example_input(family, model, cond), optimized=True)
+        # the family's slices per network call (whole batches of 3D showers run slowly on a CPU)
+        micro = family.default_micro_batch if dev.type == "cpu" else None
+        net = build_network(family, model, dev, example_input(family, model, cond), optimized=True, micro_batch=micro)
         energy = cond["energy"]
         for sl, x in sample_batches(family, model, net, cond, batch_size, seed + 1000 * (i + 1), dev):
             parts.append(image_observables(to_images(pipe.inverse(x, energy[sl]), pool), *cuts))
