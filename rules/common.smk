@@ -237,12 +237,14 @@ def keep_last(selection, epochs):
 
 
 def train_threads(wildcards):
-    """The family's CPU threads per training job (3dgan's 3D convolutions: 2; the ATLAS MLPs:
-    1 - small matrices gain nothing from a second thread, and two seeds train side by side);
-    the selection and generation jobs of the model take as many (a job of two threads runs
-    alone on a 2-core machine, so one-thread jobs of light models pair up).
+    """The model's ``threads``, else the family's CPU threads per training job (3dgan's 3D
+    convolutions: 2; the ATLAS MLPs: 1 - small matrices gain nothing from a second thread, and
+    two seeds train side by side); the selection and generation jobs of the model take as many
+    (a job of two threads runs alone on a 2-core machine, so one-thread jobs of light models
+    pair up).
     """
-    return get_family(_model(wildcards)["type"]).train_threads
+    model = _model(wildcards)
+    return model.get("threads") or get_family(model["type"]).train_threads
 
 
 def select_inputs(wildcards):

@@ -52,6 +52,7 @@ FIT_PARAMETERS = {
     "mip_max_path": (5.0, (1.0, 20.0)),
     "soft_fraction": (0.1, (0.01, 0.8)),
     "tail_soft_fraction": (0.4, (0.01, 0.995)),
+    "tail_soft_fraction_100": (None, (0.01, 0.995)),  # start: tail_soft_fraction
     "soft_mev": (0.1, (0.003, 0.5)),
     "soft_shape": (1.0, (0.2, 5.0)),
     "stochastic_term": (None, (0.05, 0.4)),  # start: the geometry's a of a/sqrt(E)
@@ -60,7 +61,7 @@ FIT_PARAMETERS = {
 #: spectrum and the occupancy, then the shower shapes and fluctuations
 FIT_BLOCKS = (
     ("spot_count_scale", "spot_count_scale_100", "mip_mpv_mev", "mip_width_mev", "mip_max_path", "soft_fraction", "tail_soft_fraction",
-     "soft_mev", "soft_shape"),
+     "tail_soft_fraction_100", "soft_mev", "soft_shape"),
     ("core_radius_scale", "core_radius_sigma", "tail_radius_scale", "core_weight_scale", "depth_sigma_scale", "depth_sigma_scale_100",
      "stochastic_term"),
 )  # fmt: skip
@@ -122,6 +123,9 @@ class Calibration:
     mip_max_path: float = 1.0
     soft_fraction: float = 0.2
     tail_soft_fraction: float = 0.2  # the soft share of the spots of the radial tail
+    #: that share at 100 GeV (None: tail_soft_fraction at every energy); with tail_soft_fraction
+    #: read at 10 GeV, a power law in E through the two (at most 0.995)
+    tail_soft_fraction_100: float | None = None
     soft_mev: float = 0.03
     soft_shape: float = 1.0  # Gamma shape of the soft spots' energies (1: exponential)
     #: the radial tail's spots are single particles ((1 - p_core) E_layer / their mean energy of
@@ -150,8 +154,17 @@ class Calibration:
         """(N, first layers) mean early-particle energy of showers of energies ``e_gev``."""
         return _interpolate(self.energies_gev, self.early_mev, e_gev)
 
-    def spot_energies(self, rng: np.random.Generator, tail: np.ndarray) -> np.ndarray:
-        """Particle-like energies [MeV] (float32) of spots of the core (``tail`` false) or tail."""
+    def tail_soft_share(self, e_gev: np.ndarray | float | None = None) -> np.ndarray | float:
+        """The soft share of the radial tail's spots in showers of energies ``e_gev`` (None: 10 GeV's)."""
+        if e_gev is None or self.tail_soft_fraction_100 is None:
+            return self.tail_soft_fraction
+        return np.minimum(_power_law(self.tail_soft_fraction, self.tail_soft_fraction_100, e_gev), 0.995)
+
+    def spot_energies(
+        self, rng: np.random.Generator, tail: np.ndarray, e_gev: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Particle-like energies [MeV] (float32) of spots of the core (``tail`` false) or tail,
+        of showers of energies ``e_gev`` (per spot; needed with ``tail_soft_fraction_100``)."""
         n = tail.shape[0]
         if self.mip_shape == "landau":
             u, table = rng.random(n, dtype=np.float32), _landau_table()
@@ -169,12 +182,14 @@ class Calibration:
             soft = rng.standard_gamma(self.soft_shape, n, dtype=np.float32) * np.float32(
                 self.soft_mev / self.soft_shape
             )
-        share = np.where(tail, np.float32(self.tail_soft_fraction), np.float32(self.soft_fraction))
+        tail_share = np.asarray(self.tail_soft_share(e_gev), dtype=np.float32)
+        share = np.where(tail, tail_share, np.float32(self.soft_fraction))
         out = np.where(rng.random(n, dtype=np.float32) < share, soft, mip)
         return np.maximum(out, np.float32(1e-4)).astype(np.float32)
 
-    def mean_spot_energy(self, tail: bool = False) -> float:
-        """Mean of :meth:`spot_energies` (Moyal mean = MPV + width (Euler gamma + ln 2))."""
+    def mean_spot_energy(self, tail: bool = False, e_gev: np.ndarray | None = None) -> np.ndarray | float:
+        """Mean of :meth:`spot_energies` (Moyal mean = MPV + width (Euler gamma + ln 2)); of the
+        tail's spots per shower energy ``e_gev`` where the tail's soft share depends on it."""
         if self.mip_shape == "landau":
             table = _landau_table()
             mip = self.mip_mpv_mev + self.mip_width_mev * (float(table[1].mean()) - LANDAU_MODE)
@@ -182,8 +197,9 @@ class Calibration:
             mip = self.mip_mpv_mev + self.mip_width_mev * (0.5772156649 + np.log(2.0))
         if self.mip_max_path > 1.0:  # mean of 1/cos(theta): ln(max) / (1 - 1/max)
             mip *= np.log(self.mip_max_path) / (1.0 - 1.0 / self.mip_max_path)
-        f = self.tail_soft_fraction if tail else self.soft_fraction
-        return float((1.0 - f) * mip + f * self.soft_mev)
+        f = self.tail_soft_share(e_gev) if tail else self.soft_fraction
+        mean = (1.0 - f) * mip + f * self.soft_mev
+        return mean if isinstance(mean, np.ndarray) else float(mean)
 
     def with_params(self, **values: float) -> Calibration:
         data = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -128,12 +128,14 @@ def simulate(
         n_mean = count_scale * gflash.spot_count(e_gev, a, tuning)[:, None] * np.maximum(q, 0.0)
     elif cal.tail_particles:  # the tail: single particles; the core: spot_count_scale x as many
         n_mean = None
-        n_tail = rng.poisson((1.0 - pc) * e_meas / cal.mean_spot_energy(tail=True))
+        tail_mean = np.reshape(cal.mean_spot_energy(tail=True, e_gev=e_gev), (-1, 1))
+        n_tail = rng.poisson((1.0 - pc) * e_meas / tail_mean)
         n_core = rng.poisson(count_scale * pc * e_meas / cal.mean_spot_energy())
         n_core = np.where((e_meas > 0) & (n_core + n_tail == 0), 1, n_core)
         n_spots = n_core + n_tail
     else:  # calibrated: particle-like spots (mean energy of a core-tail mix)
-        n_mean = count_scale * e_meas / (0.5 * (cal.mean_spot_energy() + cal.mean_spot_energy(tail=True)))
+        tail_mean = np.reshape(cal.mean_spot_energy(tail=True, e_gev=e_gev), (-1, 1))
+        n_mean = count_scale * e_meas / (0.5 * (cal.mean_spot_energy() + tail_mean))
     if n_mean is not None:
         n_spots = rng.poisson(n_mean)
         n_spots = np.where(e_meas > 0, np.maximum(n_spots, 1), 0)
@@ -156,7 +158,7 @@ def simulate(
         n_core = rng.binomial(regular, pc)
         n_core[:, :first] += n_early
 
-    showers = deposit_spots(geometry, place, n_spots, n_core, rc * rm, rt * rm, e_meas, rng, cal)
+    showers = deposit_spots(geometry, place, n_spots, n_core, rc * rm, rt * rm, e_meas, rng, cal, shower_gev=e_gev)
     return SimBatch(
         showers=showers.reshape((n, *geometry.cell_shape)),
         alignment=place.alignment,

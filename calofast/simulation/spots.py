@@ -73,13 +73,18 @@ def deposit_spots(
     cal: Calibration | None = None,
     group_energy: np.ndarray | None = None,
     sampler: Callable[[np.random.Generator, np.ndarray], np.ndarray] | None = None,
+    shower_gev: np.ndarray | None = None,
 ) -> np.ndarray:
     """Bin the spots of all showers onto the read-out cells, (N, n_cells) float32.
 
     All spots of one (shower, layer) carry the same energy (or each core/tail group its
     ``group_energy``, energies drawn by ``sampler``); spots outside the read-out window go
-    to one extra cell that is dropped.
+    to one extra cell that is dropped. ``shower_gev``: the showers' energies, for a
+    calibration whose spot spectrum depends on them (``tail_soft_fraction_100``).
     """
+    energy_dependent = cal is not None and cal.particle_spots and cal.tail_soft_fraction_100 is not None
+    if energy_dependent and shower_gev is None:
+        raise ValueError("deposit_spots: a calibration with tail_soft_fraction_100 needs shower_gev")
     n, n_layers = n_spots.shape
     n_cells = geometry.n_cells
     layers = geometry.layers
@@ -109,6 +114,9 @@ def deposit_spots(
     gbase = np.repeat(gbase, 2, axis=1).reshape(-1)
     layer_of = np.tile(np.repeat(np.arange(n_layers, dtype=np.int32), 2), n)
     tail_of = np.tile(np.array([False, True]), n * n_layers)
+    group_gev = None  # per sub-group, where the spot spectrum depends on the shower's energy
+    if energy_dependent:
+        group_gev = np.repeat(np.asarray(shower_gev, dtype=np.float32), 2 * n_layers)
     lim_u = float(n_u.max()) + 1.0
     lim_v = float(n_v.max()) + 1.0
 
@@ -149,7 +157,8 @@ def deposit_spots(
         if sampler is not None:
             g = sampler(rng, np.repeat(tail_of[sl], c))
         elif cal is not None and cal.particle_spots:
-            g = cal.spot_energies(rng, np.repeat(tail_of[sl], c))
+            spot_gev = None if group_gev is None else np.repeat(group_gev[sl], c)
+            g = cal.spot_energies(rng, np.repeat(tail_of[sl], c), spot_gev)
         elif cal is None or cal.spot_shape == 2.0:  # the sum of two exponentials (uncalibrated stream)
             g = rng.standard_exponential(total, dtype=np.float32)
             g += rng.standard_exponential(total, dtype=np.float32)

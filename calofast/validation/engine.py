@@ -40,6 +40,10 @@ from calofast.validation.features import (
 )
 
 
+#: file formats of the validation figures (PNG always: the report shows it)
+FIGURE_FORMATS = ("png", "pdf", "svg")
+
+
 @dataclass(frozen=True)
 class ValidationConfig:
     """Settings of the observable pass (config ``validation``)."""
@@ -56,8 +60,15 @@ class ValidationConfig:
     mscn_range: tuple[float, float, int] = (-3.0, 25.0, 112)
     chunk_size: int = 256
     seed: int = 1
+    figure_formats: tuple[str, ...] = ("png", "pdf")  # of the validation figures (PNG: the report's)
 
     def __post_init__(self) -> None:
+        formats = tuple(self.figure_formats)
+        if "png" not in formats or not set(formats) <= set(FIGURE_FORMATS):
+            raise ValueError(
+                f"validation.figure_formats: png plus any of {list(FIGURE_FORMATS)} needed, got {list(formats)}"
+            )
+        object.__setattr__(self, "figure_formats", formats)
         for key in ("ssim_data_ranges", "cell_spectrum_mev", "sparsity_thresholds_mev", "mscn_range"):
             object.__setattr__(self, key, tuple(getattr(self, key)))
 

@@ -1,9 +1,11 @@
 """Validation figures in HEP style: reference as black markers with error bars, the model as a
 line with a hatched uncertainty band, a ratio panel below, log axes where the range needs it.
-Every figure is written as PNG and PDF; empty bins are left out and counted in the title."""
+Every figure is written in each of ValidationConfig.figure_formats (PNG and PDF); empty bins are
+left out and counted in the title."""
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +36,13 @@ def _logx(ax) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
+#: the file formats of the figures being made (make_figures: ValidationConfig.figure_formats)
+_FORMATS: ContextVar[tuple[str, ...]] = ContextVar("figure_formats", default=("png", "pdf"))
+
+
 def _save(fig, out_dir: Path, name: str) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    for ext in ("png", "pdf"):
+    for ext in _FORMATS.get():
         save_figure(fig, out_dir / f"{name}.{ext}", dpi=90)
     plt.close(fig)
 
@@ -169,9 +175,25 @@ for _layer in ("presampler", "front", "middle", "back"):
 
 
 def make_figures(
+    ref_a: SampleStats,
+    ref_b: SampleStats,
+    gen: SampleStats,
+    rows: list[dict[str, Any]],
+    out_dir: Path,
+    label: str,
+    formats: tuple[str, ...] = ("png", "pdf"),
+) -> list[Path]:
+    """All validation figures of one model into ``out_dir``, one file per format each."""
+    token = _FORMATS.set(tuple(formats))
+    try:
+        return _make_figures(ref_a, ref_b, gen, rows, out_dir, label)
+    finally:
+        _FORMATS.reset(token)
+
+
+def _make_figures(
     ref_a: SampleStats, ref_b: SampleStats, gen: SampleStats, rows: list[dict[str, Any]], out_dir: Path, label: str
 ) -> list[Path]:
-    """All validation figures of one model into ``out_dir``."""
     _style()
     ref = merge(ref_a, ref_b)
     b = ref.binning

@@ -151,7 +151,7 @@ def validate(
     if figures_dir is not None:
         from calofast.validation.plots import make_figures
 
-        make_figures(ref_a, ref_b, gen, rows, Path(figures_dir), model)
+        make_figures(ref_a, ref_b, gen, rows, Path(figures_dir), model, cfg.figure_formats)
     log.info(
         "validated %d reference and %d generated showers: %.1f showers/s", ref_a.n + ref_b.n, gen.n, n_seen / seconds
     )

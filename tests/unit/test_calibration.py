@@ -186,6 +186,42 @@ def test_energy_dependent_scales_are_power_laws_through_10_and_100_gev():
 
 
 @pytest.mark.consistency
+def test_tail_soft_fraction_100_makes_the_tail_spectrum_energy_dependent():
+    """tail_soft_fraction at 10 GeV, tail_soft_fraction_100 at 100 GeV (a power law, at most
+    0.995): the tail spots' soft share and mean energy per shower energy, the core's unchanged,
+    the simulator's single-particle tail spots following it; a calibration with it needs the
+    showers' energies where the spots are deposited."""
+    from calofast.simulation.spots import deposit_spots
+
+    cal = c.Calibration(
+        particle_spots=True, tail_particles=True, mip_mpv_mev=0.15, mip_width_mev=0.005, soft_fraction=0.1,
+        tail_soft_fraction=0.3, tail_soft_fraction_100=0.6, soft_mev=0.02, spot_count_scale=0.3,
+    )  # fmt: skip
+    np.testing.assert_allclose(cal.tail_soft_share(np.array([10.0, 100.0, 10**1.5])), [0.3, 0.6, 0.3 * 2**0.5])
+    assert cal.tail_soft_share(np.array([1e4]))[0] == 0.995
+    assert cal.tail_soft_share() == 0.3 and cal.with_params(tail_soft_fraction_100=None).tail_soft_share(100.0) == 0.3
+    n = 200_000
+    for e, share in ((10.0, 0.3), (100.0, 0.6)):
+        tail = cal.spot_energies(np.random.default_rng(3), np.ones(n, bool), np.full(n, e, np.float32))
+        below = 1.0 - np.exp(-0.08 / 0.02)  # soft spots (exponential, mean 0.02 MeV) below 0.08 MeV
+        assert (tail < 0.08).mean() == pytest.approx(share * below, abs=0.005)
+        assert tail.mean() == pytest.approx(cal.mean_spot_energy(tail=True, e_gev=np.array([e]))[0], rel=0.01)
+        core = cal.spot_energies(np.random.default_rng(4), np.zeros(n, bool), np.full(n, e, np.float32))
+        assert (core < 0.08).mean() == pytest.approx(0.1 * below, abs=0.005)
+    # in the simulator: isolated (tail) cells of 100 GeV showers are soft more often than at 10 GeV
+    g = get_geometry("ild_siw_ecal")
+    soft = {}
+    for e in (10.0, 100.0):
+        cells = simulate(g, np.full(40, e * 1e3), {}, "photon", np.random.default_rng(5), calibration=cal).showers
+        outer = cells[:, :8][cells[:, :8] > 0]  # far from the axis: single tail particles
+        soft[e] = (outer < 0.08).mean()
+    assert soft[100.0] > soft[10.0] + 0.15
+    with pytest.raises(ValueError, match="tail_soft_fraction_100 needs shower_gev"):
+        z = np.zeros((1, g.n_layers), dtype=np.int64)
+        deposit_spots(g, None, z, z, z + 1.0, z + 1.0, z + 1.0, np.random.default_rng(0), cal)
+
+
+@pytest.mark.consistency
 def test_core_radius_sigma_spreads_the_core_from_shower_to_shower():
     g = get_geometry("ild_siw_ecal")
     e = np.full(400, 20e3)
@@ -332,3 +368,18 @@ def test_shipped_calibrations_reproduce_their_geant4_points(target, threshold):
             if limit is not None and abs(row["deviation"]) > limit:
                 failures.append(f"{energy} GeV {row['quantity']}: {row['deviation']:+.3f} (limit {limit})")
     assert not failures, failures
+
+
+def test_fit_loss_squares_deviations_and_adds_the_hinge_near_the_tolerance():
+    """(deviation / tolerance)^2 summed over quantities with a target; beyond 85 % of its
+    tolerance a quantity pays 100 x the squared excess on top; quantities without one count nothing."""
+    from calofast.simulation.tune import HINGE_MARGIN, HINGE_WEIGHT, loss
+
+    def row(dev, tol, ok=True):
+        return {"deviation": dev, "tolerance": tol, "ok": ok}
+
+    assert (HINGE_MARGIN, HINGE_WEIGHT) == (0.85, 100.0)
+    assert loss({10.0: [row(0.01, 0.02), row(-0.015, 0.05), row(3.0, None, None)]}) == pytest.approx(0.25 + 0.09)
+    # 0.0203 against 0.02: 1.015^2 + 100 x 0.165^2 - the hinge dominates
+    assert loss({10.0: [row(0.0203, 0.02, False)]}) == pytest.approx(1.015**2 + 100 * 0.165**2)
+    assert loss({10.0: [row(0.017, 0.02)], 50.0: [row(-0.017, 0.02)]}) == pytest.approx(2 * 0.85**2)

@@ -1,5 +1,6 @@
 """Validation observables, the streaming engine and its comparisons, on showers with known answers."""
 
+import dataclasses
 import json
 import math
 
@@ -345,9 +346,21 @@ def test_atlas_validation_adds_paper_001_observables(shower_files, tmp_path):
     assert {"profile_deta_front", "profile_dphi_back", "m1_eta", "width_phi", "depth_x0", "frac_middle"} <= observables
     names = {p.stem for p in (tmp_path / "fig").glob("*.png")}
     assert {"layer_energies", "delta_eta_phi_profiles", "cell_covariance", "middle_eta_phi", "layer_fractions"} <= names
+    assert {p.stem for p in (tmp_path / "fig").glob("*.pdf")} == names  # figure_formats: png and pdf by default
+    # PNG only (the demo's setting): the same figures, no PDF
+    png_only = dataclasses.replace(cfg, figure_formats=["png"])
+    validate(shower_files["atlas_photon"], None, gen, tmp_path / "m2.csv", tmp_path / "m2.json", tmp_path / "f2", "toy", png_only)
+    assert {p.stem for p in (tmp_path / "f2").glob("*.png")} == names
+    assert not list((tmp_path / "f2").glob("*.pdf"))
     # one energy bin per discrete energy (the simulated file has 3 energies, fewer than 16)
     with h5py.File(shower_files["atlas_photon"]) as f:
         assert len(result["energy_bins_gev"]) - 1 == np.unique(f["energy"][:]).size
+
+
+@pytest.mark.parametrize("formats", [["pdf"], ["png", "eps"], []])
+def test_figure_formats_need_png_and_known_formats(formats):
+    with pytest.raises(ValueError, match=r"validation\.figure_formats: png plus any of \['png', 'pdf', 'svg'\]"):
+        ValidationConfig(figure_formats=formats)
 
 
 def test_covariance_accumulators_merge_exactly():
