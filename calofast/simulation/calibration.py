@@ -160,9 +160,7 @@ class Calibration:
             return self.tail_soft_fraction
         return np.minimum(_power_law(self.tail_soft_fraction, self.tail_soft_fraction_100, e_gev), 0.995)
 
-    def spot_energies(
-        self, rng: np.random.Generator, tail: np.ndarray, e_gev: np.ndarray | None = None
-    ) -> np.ndarray:
+    def spot_energies(self, rng: np.random.Generator, tail: np.ndarray, e_gev: np.ndarray | None = None) -> np.ndarray:
         """Particle-like energies [MeV] (float32) of spots of the core (``tail`` false) or tail,
         of showers of energies ``e_gev`` (per spot; needed with ``tail_soft_fraction_100``)."""
         n = tail.shape[0]

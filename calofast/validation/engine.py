@@ -39,7 +39,6 @@ from calofast.validation.features import (
     shower_features,
 )
 
-
 #: file formats of the validation figures (PNG always: the report shows it)
 FIGURE_FORMATS = ("png", "pdf", "svg")
 

@@ -349,7 +349,16 @@ def test_atlas_validation_adds_paper_001_observables(shower_files, tmp_path):
     assert {p.stem for p in (tmp_path / "fig").glob("*.pdf")} == names  # figure_formats: png and pdf by default
     # PNG only (the demo's setting): the same figures, no PDF
     png_only = dataclasses.replace(cfg, figure_formats=["png"])
-    validate(shower_files["atlas_photon"], None, gen, tmp_path / "m2.csv", tmp_path / "m2.json", tmp_path / "f2", "toy", png_only)
+    validate(
+        shower_files["atlas_photon"],
+        None,
+        gen,
+        tmp_path / "m2.csv",
+        tmp_path / "m2.json",
+        tmp_path / "f2",
+        "toy",
+        png_only,
+    )
     assert {p.stem for p in (tmp_path / "f2").glob("*.png")} == names
     assert not list((tmp_path / "f2").glob("*.pdf"))
     # one energy bin per discrete energy (the simulated file has 3 energies, fewer than 16)
