@@ -16,11 +16,11 @@ rule select_epoch:
         "logs/select_epoch/{dataset}/{model}/{stage}.log",
     benchmark:
         "benchmarks/select_epoch/{dataset}/{model}/{stage}.tsv"
-    conda:
-        "../envs/calofast.yaml"
     # the stage chains (train -> select -> next stage) first: scheduled late, a chain of
     # stages runs alone at the end of the run
     priority: 1
+    conda:
+        "../envs/calofast.yaml"
     threads: train_threads
     resources:
         gpu=lambda wildcards: min(1, model_resources(wildcards)["gpus"]),

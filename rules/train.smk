@@ -12,11 +12,11 @@ rule train_stage:
         "logs/train_stage/{dataset}/{model}/{stage}/seed-{seed}.log",
     benchmark:
         "benchmarks/train_stage/{dataset}/{model}/{stage}/seed-{seed}.tsv"
-    conda:
-        "../envs/calofast.yaml"
     # the stage chains (train -> select -> next stage) first: scheduled late, a chain of
     # stages runs alone at the end of the run
     priority: 1
+    conda:
+        "../envs/calofast.yaml"
     threads: train_threads
     resources:
         gpu=lambda wildcards: model_resources(wildcards)["gpus"],
