@@ -41,6 +41,7 @@ from calofast.validation.features import (
 
 #: file formats of the validation figures (PNG always: the report shows it)
 FIGURE_FORMATS = ("png", "pdf", "svg")
+DEFAULT_FIGURE_FORMATS = ("png", "pdf")
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class ValidationConfig:
     mscn_range: tuple[float, float, int] = (-3.0, 25.0, 112)
     chunk_size: int = 256
     seed: int = 1
-    figure_formats: tuple[str, ...] = ("png", "pdf")  # of the validation figures (PNG: the report's)
+    figure_formats: tuple[str, ...] = DEFAULT_FIGURE_FORMATS  # of the validation figures (PNG: the report's)
 
     def __post_init__(self) -> None:
         formats = tuple(self.figure_formats)

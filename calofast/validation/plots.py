@@ -17,7 +17,7 @@ import mplhep as hep  # noqa: E402
 import numpy as np  # noqa: E402
 
 from calofast.util.files import save_figure
-from calofast.validation.engine import SampleStats, merge  # noqa: E402
+from calofast.validation.engine import DEFAULT_FIGURE_FORMATS, SampleStats, merge  # noqa: E402
 from calofast.validation.features import atlas_delta_bins, geometry_kind, log_bins  # noqa: E402
 
 MODEL_COLOUR = "tab:red"
@@ -37,7 +37,7 @@ def _logx(ax) -> None:
 
 
 #: the file formats of the figures being made (make_figures: ValidationConfig.figure_formats)
-_FORMATS: ContextVar[tuple[str, ...]] = ContextVar("figure_formats", default=("png", "pdf"))
+_FORMATS: ContextVar[tuple[str, ...]] = ContextVar("figure_formats", default=DEFAULT_FIGURE_FORMATS)
 
 
 def _save(fig, out_dir: Path, name: str) -> None:
@@ -181,7 +181,7 @@ def make_figures(
     rows: list[dict[str, Any]],
     out_dir: Path,
     label: str,
-    formats: tuple[str, ...] = ("png", "pdf"),
+    formats: tuple[str, ...] = DEFAULT_FIGURE_FORMATS,
 ) -> list[Path]:
     """All validation figures of one model into ``out_dir``, one file per format each."""
     token = _FORMATS.set(tuple(formats))

@@ -230,6 +230,8 @@ def test_model_defaults(make_config):
         ),
         (lambda m: m["stages"][0].update(epochs=0), WorkflowError, r"0 is less than the minimum of 1"),
         (lambda m: m.update(stages=[]), WorkflowError, r"\[\] should be non-empty"),
+        (lambda m: m.update(threads=0), WorkflowError, r"0 is less than the minimum of 1"),
+        (lambda m: m.update(threads="two"), WorkflowError, r"'two' is not of type 'integer', 'null'"),
         (lambda m: m.update(train={"batchsize": 8}), WorkflowError, r"'batchsize' was unexpected"),
         (lambda m: m.update(architecture={"latent_dim": "big"}), WorkflowError, r"'big' is not of type 'integer'"),
         (lambda m: m.update(dataset="nope"), ConfigError, r"models\.g\.dataset: unknown dataset 'nope'"),
@@ -309,6 +311,10 @@ def test_validation_and_judge_settings_are_checked(make_config):
         validate_config(make_config(judge={"folds": 1}))
     with pytest.raises(WorkflowError, match=r"'n_bins' was unexpected"):
         validate_config(make_config(validation={"n_bins": 3}))
+    with pytest.raises(WorkflowError, match=r"'eps' is not one of \['png', 'pdf', 'svg'\]"):
+        validate_config(make_config(validation={"figure_formats": ["png", "eps"]}))
+    with pytest.raises(WorkflowError, match=r"should contain a valid item|does not contain items matching"):
+        validate_config(make_config(validation={"figure_formats": ["pdf"]}))
 
 
 ATLAS_PREPS = {
