@@ -200,8 +200,32 @@ def matmul_probe(device: torch.device, dtype: torch.dtype = torch.float32, n: in
     return 2.0 * n**3 / statistics.median(times) / 1e9
 
 
+def _register_packed_flops() -> None:
+    """FLOP formulas for oneDNN's prepacked (transposed) convolutions, which the fast networks
+    of :mod:`calofast.models.fastconv` call and torch's counter does not know (a packed weight
+    reports its logical shape: out, in, kernel)."""
+    from torch.utils.flop_counter import register_flop_formula
+
+    ops = torch.ops.mkldnn
+    if hasattr(ops, "_convolution_pointwise"):
+
+        @register_flop_formula(ops._convolution_pointwise)
+        def _conv(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+            return 2 * math.prod(out_shape) * math.prod(w_shape[1:])
+
+    if hasattr(ops, "_convolution_transpose_pointwise"):
+
+        @register_flop_formula(ops._convolution_transpose_pointwise)
+        def _deconv(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+            return 2 * math.prod(x_shape) * w_shape[0] * math.prod(w_shape[2:])
+
+
+_register_packed_flops()
+
+
 def forward_flops(net: torch.nn.Module, z: torch.Tensor) -> float:
-    """FLOPs of one forward call (torch's FLOP counter: matmuls and convolutions)."""
+    """FLOPs of one forward call (torch's FLOP counter: matmuls and convolutions, plus oneDNN's
+    prepacked convolutions)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)

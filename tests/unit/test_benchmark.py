@@ -478,6 +478,113 @@ def test_polyphase_transposed_convolution_is_exact(case, activation):
     torch.testing.assert_close(fast(xg), ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
 
 
+@pytest.mark.parametrize("case", [c for c in TRANSPOSED if c[3] != 1])
+@pytest.mark.parametrize("activation", [None, "relu"])
+def test_packed_transposed_convolution_is_exact(case, activation):
+    """oneDNN's prepacked deconvolution: the plain transposed convolution's own kernel, so fp32
+    outputs are equal; either memory format in, bf16 within the tolerance, a second input shape
+    repacks, and off the CPU or with autograd the plain op runs."""
+    from calofast.generation.sampling import to_channels_last
+    from calofast.models.fastconv import PackedConvTranspose3d
+
+    c_in, c_out, kernel, stride, padding, size, *extra = case
+    torch.manual_seed(3)
+    conv = torch.nn.ConvTranspose3d(c_in, c_out, kernel, stride, padding, *extra, bias=True).eval()
+    x = torch.randn(2, c_in, *size)
+    fast = PackedConvTranspose3d(conv, activation)
+    act = F.relu if activation else (lambda t: t)
+    with torch.inference_mode():
+        ref = act(conv(x))
+        out = fast(x)
+        again = fast(x.contiguous(memory_format=torch.channels_last_3d))
+        three = fast(torch.cat([x, x[:1]]))  # another batch size: repacked
+        low = to_channels_last(copy.deepcopy(fast).to(torch.bfloat16))(x.bfloat16()).float()
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6 * ref.abs().max().item())
+    torch.testing.assert_close(again, out)
+    torch.testing.assert_close(three[:2], out)
+    assert 0 < ((low - ref).abs().sum() / ref.abs().sum()).item() < bm.TOLERANCE["bf16"]
+    assert copy.deepcopy(fast).to("meta")(x.to("meta")).shape == ref.shape
+    xg = x.clone().requires_grad_(True)
+    out_g = fast(xg)
+    assert out_g.requires_grad
+    torch.testing.assert_close(out_g, ref, rtol=1e-5, atol=1e-6 * ref.abs().max().item())
+
+
+@pytest.mark.parametrize(
+    "case", [(32, 3, 2, (6, 6, 6)), (27, 3, 0, (4, 5, 6)), (8, 2, 1, (5, 6, 7)), (20, (2, 3, 3), (1, 0, 2), (5, 4, 6))]
+)
+def test_tap_sum_transposed_convolution_is_exact(case):
+    """One output channel, stride 1: (taps x channels) @ (channels x voxels) and the taps'
+    shifted windows summed give the transposed convolution (padding 0 to kernel - 1)."""
+    from calofast.models.fastconv import TapSumConvTranspose3d, tap_sum_applies
+
+    c_in, kernel, padding, size = case
+    torch.manual_seed(6)
+    conv = torch.nn.ConvTranspose3d(c_in, 1, kernel, 1, padding, bias=True).eval()
+    x = torch.randn(3, c_in, *size)
+    fast = TapSumConvTranspose3d(conv, "relu")
+    with torch.inference_mode():
+        ref = F.relu(conv(x))
+        out = fast(x)
+        low = copy.deepcopy(fast).to(torch.bfloat16)(x.bfloat16())
+        plain = TapSumConvTranspose3d(conv)(x)
+    assert out.shape == ref.shape and out.dtype == torch.float32 and low.dtype == torch.bfloat16
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+    torch.testing.assert_close(plain, conv(x), rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+    assert ((low.float() - ref).abs().sum() / ref.abs().sum()).item() < bm.TOLERANCE["bf16"]
+    # where it does not apply (more taps than channels, two outputs, stride 2) it is not built
+    for other in (
+        torch.nn.ConvTranspose3d(4, 1, 3, 1, 1),
+        torch.nn.ConvTranspose3d(32, 2, 3, 1, 1),
+        torch.nn.ConvTranspose3d(32, 1, 3, 2, 1),
+        torch.nn.ConvTranspose3d(32, 1, 3, 1, 3),
+    ):
+        assert not tap_sum_applies(other)
+        with pytest.raises(ValueError, match="stride 1, one output channel"):
+            TapSumConvTranspose3d(other)
+
+
+def test_mixed_layer_norm_keeps_fp32_weights_and_fuses_the_relu():
+    from calofast.models.fastconv import MixedLayerNorm
+
+    torch.manual_seed(7)
+    norm = torch.nn.LayerNorm([4, 5, 6])
+    torch.nn.init.normal_(norm.weight, 1.0, 0.1), torch.nn.init.normal_(norm.bias, 0.0, 0.1)
+    x = torch.randn(3, 2, 4, 5, 6) * 3 + 1
+    mixed = MixedLayerNorm(norm, relu=True)
+    with torch.inference_mode():
+        ref = F.relu(norm(x))
+        torch.testing.assert_close(mixed(x), ref)
+        torch.testing.assert_close(MixedLayerNorm(norm)(x.permute(0, 1, 4, 3, 2).transpose(2, 4)), norm(x))
+        low = copy.deepcopy(mixed).to(torch.bfloat16)
+        assert low.weight.dtype == torch.float32 and torch.equal(low.weight, norm.weight.detach())
+        out = low(x.bfloat16())
+    assert out.dtype == torch.bfloat16 and (out >= 0).all()
+    assert ((out.float() - ref).abs().sum() / ref.abs().sum()).item() < 0.01
+    assert copy.deepcopy(mixed).to("meta").weight.device.type == "meta"  # devices do move it
+    with pytest.raises(ValueError, match="affine"):
+        MixedLayerNorm(torch.nn.LayerNorm(4, elementwise_affine=False))
+
+
+def test_flop_counter_counts_the_prepacked_convolutions():
+    """The fast networks' oneDNN ops are counted: the WGAN's fast photon generator does the
+    plain one's FLOPs (same products), the 3D convolution formula by hand."""
+    from calofast.models.fastconv import PackedConv3d, PackedConvTranspose3d
+    from calofast.models.gh_common import BranchGenerator, FastBranchGenerator, layout_of
+
+    conv = torch.nn.ConvTranspose3d(3, 5, 4, 2, 1, bias=False)
+    x = torch.randn(2, 3, 4, 4, 4)
+    assert bm.forward_flops(PackedConvTranspose3d(conv), x) == 2 * x.numel() * 5 * 64
+    assert bm.forward_flops(PackedConvTranspose3d(conv), x) == bm.forward_flops(conv, x)
+    w = torch.randn(6, 3, 3, 3, 3)
+    assert bm.forward_flops(PackedConv3d(w, None, (1, 1, 1), None), x) == 2 * (2 * 6 * 64) * 3 * 27
+    layout = layout_of("ild_ecal")
+    gen = BranchGenerator(100, 128, layout.generator, layout.volume).eval()
+    z = torch.rand(1, 101)
+    assert bm.forward_flops(FastBranchGenerator(gen), z) == pytest.approx(bm.forward_flops(gen, z), rel=1e-6)
+
+
 def test_polyphase_rejects_what_it_does_not_rewrite():
     from calofast.models.fastconv import PolyphaseConvTranspose3d, dense_seed
 
@@ -508,6 +615,7 @@ def test_dense_seed_and_batchnorm_folding_are_exact():
 def test_getting_high_fast_generators_reproduce_the_generators(kind):
     """The fast networks of the Getting-High GAN and WGAN (both layouts) at full size: fp32
     equal to rounding, bf16 within the benchmark's tolerance, the trained model untouched."""
+    from calofast.models.fastconv import tap_sum_applies
     from calofast.models.gh_common import BranchGenerator, FastBranchGenerator, layout_of
     from calofast.models.gh_gan import FastGenerator, Generator, GHGANConfig
 
@@ -522,8 +630,22 @@ def test_getting_high_fast_generators_reproduce_the_generators(kind):
         gen = BranchGenerator(100, 128, layout.generator, layout.volume).eval()
         fast, z = FastBranchGenerator(gen), torch.rand(2, 101)
     names = [type(m).__name__ for m in (fast.net if kind == "gh_gan" else fast.stack)]
-    assert names.count("PolyphaseConvTranspose3d") == (4 if kind == "gh_gan" else len(layout.generator))
-    assert names.count("ReLU") == names.count("LayerNorm")  # the others fused into the convolutions
+    stack = list(gen.net)[1:] if kind == "gh_gan" else list(gen.stack)  # after the seed layer(s)
+    convs = [m for m in stack if isinstance(m, torch.nn.ConvTranspose3d)]
+    want = [
+        "PackedConvTranspose3d"
+        if m.stride != (1, 1, 1)
+        else "TapSumConvTranspose3d"
+        if tap_sum_applies(m)
+        else "Polyphase"
+        for m in convs
+    ]
+    assert [n for n in names if "Conv" in n] == [w.replace("Polyphase", "PolyphaseConvTranspose3d") for w in want]
+    # the photons' last layer (27 taps, 32 channels) is a tap sum; the pions' (175 taps, 5) is not
+    assert want[-1] == ("Polyphase" if kind == "gh_wgan_pion" else "TapSumConvTranspose3d")
+    n_norms = sum(isinstance(m, torch.nn.LayerNorm) for m in gen.modules())
+    assert names.count("MixedLayerNorm") == n_norms and n_norms == (0 if kind == "gh_gan" else len(convs) - 1)
+    assert not {"ReLU", "LayerNorm", "BatchNorm3d"} & set(names)  # ReLUs fused, norms rewritten or folded
     before = {k: v.clone() for k, v in gen.state_dict().items()}
     with torch.inference_mode():
         ref, out = gen(z), fast(z)
