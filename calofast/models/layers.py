@@ -109,6 +109,11 @@ def gradient_penalty(
     return torch.mean(excess.pow(2))
 
 
+#: the largest dense form (entries) of a :class:`LocallyConnected2d` (64 MB in fp32); larger
+#: layers (e.g. the LAGAN's 25x25 images) multiply patches per position instead
+DENSE_LC_MAX_ENTRIES = 2**24
+
+
 class LocallyConnected2d(nn.Module):
     """A 2D convolution without weight sharing (Keras' ``LocallyConnected2D``, the LAGAN's
     layer): every output position has its own (out, in, k, k) kernel and its own bias, so the
@@ -142,14 +147,40 @@ class LocallyConnected2d(nn.Module):
         self.weight = nn.Parameter(torch.empty(positions * out_channels, fan_in).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(out_channels, *self.out_size).uniform_(-bound, bound)) if bias else None
 
+        hp, wp = h + 2 * padding, w + 2 * padding
+        self._dense_shape = (positions * out_channels, in_channels * hp * wp)
+        small = self._dense_shape[0] * self._dense_shape[1] <= DENSE_LC_MAX_ENTRIES
+        self.register_buffer("_dense_index", self._dense_positions(hp, wp) if small else None, persistent=False)
+
+    def _dense_positions(self, hp: int, wp: int) -> torch.Tensor:
+        """Where every weight (row-major over :attr:`weight`) sits in the flattened dense
+        (positions x out, in x Hp x Wp) matrix of the layer on the padded input."""
+        (ho, wo), k, s, c_in, c_out = self.out_size, self.kernel_size, self.stride, self.in_channels, self.out_channels
+        ar = torch.arange
+        i, j = ar(ho).view(-1, 1, 1, 1, 1, 1), ar(wo).view(1, -1, 1, 1, 1, 1)
+        c = ar(c_in).view(1, 1, 1, -1, 1, 1)
+        dy, dx = ar(k).view(1, 1, 1, 1, -1, 1), ar(k).view(1, 1, 1, 1, 1, -1)
+        col = (c * hp * wp + (i * s + dy) * wp + (j * s + dx)).expand(ho, wo, c_out, c_in, k, k)
+        row = ar(ho * wo * c_out).view(-1, 1)
+        return (row * self._dense_shape[1] + col.reshape(ho * wo * c_out, -1)).reshape(-1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, k, s, (ho, wo) = x.shape[0], self.kernel_size, self.stride, self.out_size
         if self.padding:
             x = torch.nn.functional.pad(x, (self.padding,) * 4)
-        # the patches as a strided view (N, C, H', W', k, k), copied once into (L, N, C k k) for
-        # one batched product per position (twice as fast as F.unfold + einsum on a CPU)
-        cols = x.unfold(2, k, s).unfold(3, k, s).permute(2, 3, 0, 1, 4, 5).reshape(ho * wo, n, -1)
-        out = torch.bmm(cols, self.kernels.transpose(1, 2)).permute(1, 2, 0).reshape(n, self.out_channels, ho, wo)
+        if self._dense_index is not None:
+            # the layer as one dense (positions x out, in x H x W) matrix with the kernels at their
+            # windows and zeros elsewhere, one matrix product: 1.6-3x faster forward + backward on
+            # a CPU than the patches below for the VAE-GAN's 10x10 images (an im2col copy k^2 times
+            # the input, and its scatter back); the same sums of the same products
+            dense = self.weight.new_zeros(self._dense_shape[0] * self._dense_shape[1])
+            dense = dense.index_put((self._dense_index,), self.weight.reshape(-1)).view(self._dense_shape)
+            out = (x.reshape(n, -1) @ dense.t()).view(n, ho, wo, self.out_channels).permute(0, 3, 1, 2)
+        else:
+            # the patches as a strided view (N, C, H', W', k, k), copied once into (L, N, C k k)
+            # for one batched product per position (twice as fast as F.unfold + einsum on a CPU)
+            cols = x.unfold(2, k, s).unfold(3, k, s).permute(2, 3, 0, 1, 4, 5).reshape(ho * wo, n, -1)
+            out = torch.bmm(cols, self.kernels.transpose(1, 2)).permute(1, 2, 0).reshape(n, self.out_channels, ho, wo)
         return out if self.bias is None else out + self.bias
 
     @property

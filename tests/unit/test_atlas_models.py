@@ -406,13 +406,18 @@ def test_softmax_total_output_sums_to_the_generated_total():
 
 
 @pytest.mark.parametrize(("kernel", "stride", "padding", "bias"), [(3, 1, 1, True), (2, 2, 0, False), (3, 1, 0, True)])
-def test_locally_connected_layer_against_an_explicit_loop(kernel, stride, padding, bias):
+@pytest.mark.parametrize("dense", [True, False])
+def test_locally_connected_layer_against_an_explicit_loop(kernel, stride, padding, bias, dense, monkeypatch):
     """Each output position has its own kernel and bias (no weight sharing): the layer equals
-    the sum written out position by position."""
+    the sum written out position by position, in its dense-matrix form and in its per-position
+    patches form (layers above ``DENSE_LC_MAX_ENTRIES``), with the same gradients."""
+    from calofast.models import layers
     from calofast.models.layers import LocallyConnected2d
 
+    monkeypatch.setattr(layers, "DENSE_LC_MAX_ENTRIES", 2**24 if dense else 0)
     torch.manual_seed(0)
     layer = LocallyConnected2d(3, 4, (6, 5), kernel, stride, padding, bias)
+    assert (layer._dense_index is not None) == dense
     x = torch.randn(2, 3, 6, 5)
     out = layer(x)
     xp = torch.nn.functional.pad(x, (padding,) * 4)
@@ -430,5 +435,16 @@ def test_locally_connected_layer_against_an_explicit_loop(kernel, stride, paddin
         layer.kernels[0].add_(1.0)
     changed = (layer(x) - out).abs().amax(dim=(0, 1)) > 0
     assert changed[0, 0] and changed.sum() == 1
+    # the other form with the same weights: the same outputs and gradients
+    monkeypatch.setattr(layers, "DENSE_LC_MAX_ENTRIES", 0 if dense else 2**24)
+    other = LocallyConnected2d(3, 4, (6, 5), kernel, stride, padding, bias)
+    other.load_state_dict(layer.state_dict())
+    assert set(layer.state_dict()) == {"weight"} | ({"bias"} if bias else set())  # the index is not saved
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    grad_out = torch.randn(2, 4, ho, wo)
+    layer(xa).backward(grad_out)
+    other(xb).backward(grad_out)
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(layer.weight.grad, other.weight.grad, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="does not fit"):
         LocallyConnected2d(1, 1, (2, 2), 5)
