@@ -62,16 +62,50 @@ def _inference_on_cpu(x: torch.Tensor, weight: torch.Tensor) -> bool:
     )
 
 
-class PackedConv3d(nn.Module):
+def _pointwise_attr(activation: str | None) -> tuple[str, list, str]:
+    """oneDNN's pointwise post-op arguments (name, scalars, algorithm) of a fused activation."""
+    return ("relu", [None], "") if activation == "relu" else ("none", [], "")
+
+
+class _Fused(nn.Module):
+    """What the rewrites share: an optional fused ReLU (``activation``: None or ``"relu"``) and
+    a cache of oneDNN-prepacked weights, one input shape at a time (a new batch size repacks),
+    which copies, pickles and device or dtype moves leave behind."""
+
+    def __init__(self, activation: str | None) -> None:
+        super().__init__()
+        if activation not in (None, "relu"):
+            raise ValueError(f"activation must be None or 'relu', got {activation!r}")
+        self.activation = activation
+        self._packed: dict[tuple, torch.Tensor] = {}
+
+    def _activate(self, out: torch.Tensor) -> torch.Tensor:
+        return F.relu(out) if self.activation == "relu" else out
+
+    def _prepacked(self, key: tuple, pack) -> torch.Tensor:
+        """The cached packed weight of ``key``, made by ``pack()`` when the key changes."""
+        packed = self._packed.get(key)
+        if packed is None:
+            packed = pack()
+            self._packed = {key: packed}
+        return packed
+
+    def __getstate__(self):
+        return {**self.__dict__, "_packed": {}}
+
+    def _apply(self, fn, recurse=True):
+        self._packed = {}
+        return super()._apply(fn, recurse)
+
+
+class PackedConv3d(_Fused):
     """``activation(conv3d(x, weight, bias, stride 1, padding))`` with the weight prepacked for
     oneDNN on the CPU (``activation``: None or ``"relu"``)."""
 
     def __init__(
         self, weight: torch.Tensor, bias: torch.Tensor | None, padding: tuple[int, int, int], activation: str | None
     ) -> None:
-        super().__init__()
-        if activation not in (None, "relu"):
-            raise ValueError(f"activation must be None or 'relu', got {activation!r}")
+        super().__init__(activation)
         # one output channel and a deep kernel (a generator's last layer): oneDNN is ~2.5x faster
         # on kernel-depth output channels of (1, kh, kw) kernels, summed shifted by their depth
         self.depth_split = weight.shape[0] == 1 and weight.shape[2] > 1
@@ -79,8 +113,6 @@ class PackedConv3d(nn.Module):
         self.register_buffer("weight", w[0].transpose(0, 1)[:, :, None].contiguous() if self.depth_split else w)
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
         self.padding = tuple(int(p) for p in padding)
-        self.activation = activation
-        self._packed: dict[tuple, torch.Tensor] = {}
 
     def _packable(self, x: torch.Tensor) -> bool:
         return _inference_on_cpu(x, self.weight) and _packing_available()
@@ -97,98 +129,67 @@ class PackedConv3d(nn.Module):
             out += h[:, d : d + 1, d : d + depth]
         if self.bias is not None:
             out += self.bias.to(out.dtype)[None, :, None, None, None]
-        return F.relu(out) if self.activation == "relu" else out
+        return self._activate(out)
 
     def _conv(self, x: torch.Tensor, bias: torch.Tensor | None, activation: str | None, padding) -> torch.Tensor:
         if not self._packable(x):
             out = F.conv3d(x, self.weight, bias, 1, padding)
             return F.relu(out) if activation == "relu" else out
         x = x.contiguous(memory_format=torch.channels_last_3d)
-        key = (x.dtype, tuple(x.shape), padding, self.weight.data_ptr())
-        packed = self._packed.get(key)
-        if packed is None:
-            w = self.weight.contiguous(memory_format=torch.channels_last_3d)
-            packed = torch.ops.mkldnn._reorder_convolution_weight(w, list(padding), [1] * 3, [1] * 3, 1, list(x.shape))
-            self._packed = {key: packed}  # one shape at a time: a new batch size repacks
+        packed = self._prepacked(
+            (x.dtype, tuple(x.shape), padding, self.weight.data_ptr()),
+            lambda: torch.ops.mkldnn._reorder_convolution_weight(
+                self.weight.contiguous(memory_format=torch.channels_last_3d),
+                list(padding),
+                [1] * 3,
+                [1] * 3,
+                1,
+                list(x.shape),
+            ),
+        )
         bias = None if bias is None else bias.to(x.dtype)
-        attr = activation or "none"
         return torch.ops.mkldnn._convolution_pointwise(
-            x, packed, bias, list(padding), [1] * 3, [1] * 3, 1, attr, [None] if attr != "none" else [], ""
+            x, packed, bias, list(padding), [1] * 3, [1] * 3, 1, *_pointwise_attr(activation)
         )
 
-    def __getstate__(self):  # copies and pickles leave the packed cache behind
-        return {**self.__dict__, "_packed": {}}
 
-    def _apply(self, fn, recurse=True):
-        self._packed = {}
-        return super()._apply(fn, recurse)
-
-
-class PackedConvTranspose3d(nn.Module):
+class PackedConvTranspose3d(_Fused):
     """``activation(conv_transpose3d(x, ...))`` of a ``nn.ConvTranspose3d`` (groups 1) by
     oneDNN's deconvolution with the weight prepacked once per dtype and input shape and the
     ReLU fused (``activation``: None or ``"relu"``); elsewhere (a GPU, autograd, a build without
     the op) :func:`torch.nn.functional.conv_transpose3d`."""
 
     def __init__(self, conv: nn.ConvTranspose3d, activation: str | None = None) -> None:
-        super().__init__()
-        if activation not in (None, "relu"):
-            raise ValueError(f"activation must be None or 'relu', got {activation!r}")
+        super().__init__(activation)
         if conv.groups != 1 or not isinstance(conv.padding, tuple):
             raise ValueError("PackedConvTranspose3d: groups 1 and numeric padding only")
         self.register_buffer("weight", conv.weight.detach().clone())
         self.register_buffer("bias", None if conv.bias is None else conv.bias.detach().clone())
         self.stride, self.padding = list(conv.stride), list(conv.padding)
         self.output_padding, self.dilation = list(conv.output_padding), list(conv.dilation)
-        self.activation = activation
-        self._packed: dict[tuple, torch.Tensor] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (_inference_on_cpu(x, self.weight) and _packing_available(transposed=True)):
             out = F.conv_transpose3d(
                 x, self.weight, self.bias, self.stride, self.padding, self.output_padding, 1, self.dilation
             )
-            return F.relu(out) if self.activation == "relu" else out
+            return self._activate(out)
         if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last_3d)):
             x = x.contiguous()
-        key = (x.dtype, tuple(x.shape), x.stride(), self.weight.data_ptr())
-        packed = self._packed.get(key)
-        if packed is None:
-            packed = torch.ops.mkldnn._reorder_convolution_transpose_weight(
-                self.weight.contiguous(),
-                self.padding,
-                self.output_padding,
-                self.stride,
-                self.dilation,
-                1,
-                list(x.shape),
-            )
-            self._packed = {key: packed}  # one shape at a time: a new batch size repacks
+        geometry = (self.padding, self.output_padding, self.stride, self.dilation, 1)
+        packed = self._prepacked(
+            (x.dtype, tuple(x.shape), x.stride(), self.weight.data_ptr()),
+            lambda: torch.ops.mkldnn._reorder_convolution_transpose_weight(
+                self.weight.contiguous(), *geometry, list(x.shape)
+            ),
+        )
         bias = None if self.bias is None else self.bias.to(x.dtype)
-        attr = self.activation or "none"
         return torch.ops.mkldnn._convolution_transpose_pointwise(
-            x,
-            packed,
-            bias,
-            self.padding,
-            self.output_padding,
-            self.stride,
-            self.dilation,
-            1,
-            attr,
-            [None] if attr != "none" else [],
-            "",
+            x, packed, bias, *geometry, *_pointwise_attr(self.activation)
         )
 
-    def __getstate__(self):  # copies and pickles leave the packed cache behind
-        return {**self.__dict__, "_packed": {}}
 
-    def _apply(self, fn, recurse=True):
-        self._packed = {}
-        return super()._apply(fn, recurse)
-
-
-class TapSumConvTranspose3d(nn.Module):
+class TapSumConvTranspose3d(_Fused):
     """An exact rewrite of a stride-1 ``nn.ConvTranspose3d`` to one output channel (groups 1,
     dilation 1, padding below the kernel size): the equivalent convolution (kernel flipped,
     padding k - 1 - p) as one matrix product (kernel taps x input channels) @ (input channels x
@@ -197,9 +198,7 @@ class TapSumConvTranspose3d(nn.Module):
     the input channels (the product is no larger than the input)."""
 
     def __init__(self, conv: nn.ConvTranspose3d, activation: str | None = None) -> None:
-        super().__init__()
-        if activation not in (None, "relu"):
-            raise ValueError(f"activation must be None or 'relu', got {activation!r}")
+        super().__init__(activation)
         if not tap_sum_applies(conv):
             raise ValueError(
                 "TapSumConvTranspose3d: stride 1, one output channel, groups 1, dilation 1, padding < kernel only"
@@ -209,7 +208,6 @@ class TapSumConvTranspose3d(nn.Module):
         self.pad = tuple(k - 1 - p for k, p in zip(self.kernel, conv.padding))
         self.register_buffer("taps", w.permute(1, 2, 3, 0).reshape(-1, w.shape[0]).contiguous())  # (taps, in)
         self.register_buffer("bias", None if conv.bias is None else conv.bias.detach().clone())
-        self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if any(self.pad):
@@ -226,8 +224,7 @@ class TapSumConvTranspose3d(nn.Module):
                         out += t[:, a, b, e, a : a + d, b : b + h, e : e + w]
         if self.bias is not None:
             out += self.bias.float()
-        out = out.to(x.dtype)[:, None]
-        return F.relu(out) if self.activation == "relu" else out
+        return self._activate(out.to(x.dtype)[:, None])
 
 
 def tap_sum_applies(conv: nn.ConvTranspose3d) -> bool:
