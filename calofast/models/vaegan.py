@@ -19,7 +19,13 @@ family (``type: vaegan``): ILD photons at 50 GeV summed along the beam axis and 
 * **loss** (paper eq. 2.1): the discriminator maximises log D(x) + log(1 - D(G(z))), z ~ q(z|x),
   with one-sided **label smoothing** of the real label; every ``n_discriminator`` (2)
   discriminator steps the encoder and generator minimise -log D(G(z)) + KL(q(z|x) || N(0, 1)),
-  z sampled once per image; Adam, lr 8e-6, for all networks.
+  z sampled once per image; Adam, lr 8e-6, for all networks;
+* **the CPU recipe** (not the paper's; docs/calomplification.md): the adversarial term can be
+  weighted (0: no discriminator updates) and joined by an L1 reconstruction term and by MMD
+  terms between prior samples and the batch - of the observables the study measures and of the
+  largest pixels, sorted (the Getting-High BIB-AE's idea) - and a first ``reconstruction``
+  phase (``stages[i].phase``) trains encoder and decoder on the reconstruction term and the KL
+  alone. The defaults are the paper's (weights 1, 0, 0, 0).
 
 The networks read log(1 + E / ``input_scale``) (the pixel energies span four orders of
 magnitude; the paper does not say how its networks see them) and the generator writes
@@ -66,9 +72,17 @@ class VAEGANConfig:
     n_discriminator: int = 2  # discriminator steps per encoder/generator update
     input_scale: float = 0.1  # the networks read log(1 + x / input_scale) (model units: MeV)
     output_scale: float = 100.0  # generator pixels in these units
+    # the encoder/generator loss beyond the paper's (docs/calomplification.md, "A recipe that
+    # converges on a CPU"); the paper: 1, 0, 0, 0
+    adversarial_weight: float = 1.0  # L_GAN; 0: no discriminator updates at all
+    reconstruction_weight: float = 0.0  # L1 of the network views (summed over the pixels)
+    mmd_weight: float = 0.0  # MMD of prior samples' (E_vis, E_peak, CoG x, CoG y) to the batch's
+    mmd_pixel_weight: float = 0.0  # MMD of prior samples' largest network-view pixels to the batch's
+    mmd_pixels: int = 30  # ... the largest this many, sorted (the BIB-AE's sorted-pixel MMD)
+    mmd_bandwidths: tuple[float, ...] = (0.05, 0.1, 0.2, 0.5, 1.0)  # Gaussian kernels, standardised units
 
     def __post_init__(self) -> None:
-        for key in ("image_shape", "generator_lc_channels", "encoder_channels"):
+        for key in ("image_shape", "generator_lc_channels", "encoder_channels", "mmd_bandwidths"):
             object.__setattr__(self, key, tuple(getattr(self, key)))
         if len(self.image_shape) != 2 or any((d + 2) % 4 or d < 6 for d in self.image_shape):
             raise ValueError(
@@ -85,6 +99,13 @@ class VAEGANConfig:
             raise ValueError(f"reconstruction_input {self.reconstruction_input!r}: abs, signed or none")
         if self.input_scale <= 0 or self.output_scale <= 0 or self.kl_weight < 0:
             raise ValueError("input_scale and output_scale must be > 0 and kl_weight >= 0")
+        weights = ("adversarial_weight", "reconstruction_weight", "mmd_weight", "mmd_pixel_weight")
+        if any(getattr(self, k) < 0 for k in weights) or not any(getattr(self, k) > 0 for k in weights):
+            raise ValueError(f"{', '.join(weights)}: >= 0, at least one > 0 (something must train the generator)")
+        if not 1 <= self.mmd_pixels <= self.image_shape[0] * self.image_shape[1]:
+            raise ValueError(f"mmd_pixels {self.mmd_pixels}: between 1 and the image's pixel count")
+        if not self.mmd_bandwidths or any(b <= 0 for b in self.mmd_bandwidths):
+            raise ValueError(f"mmd_bandwidths {list(self.mmd_bandwidths)}: one or more values > 0")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -178,10 +199,15 @@ class Discriminator(nn.Module):
         return self.out(torch.cat(parts, dim=1))[:, 0]
 
 
+#: the training phases (``stages[i].phase``): the full loss, or reconstruction + KL only
+PHASES = ("vaegan", "reconstruction")
+
+
 class VAEGAN(nn.Module):
     def __init__(self, cfg: VAEGANConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        self.phase = PHASES[0]
         self.encoder = Encoder(cfg)
         self.generator = Generator(cfg)
         self.discriminator = Discriminator(cfg)
@@ -227,15 +253,78 @@ def discriminator_loss(model: VAEGAN, x: torch.Tensor, x_rec: torch.Tensor) -> d
     return terms
 
 
-def generator_loss(model: VAEGAN, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """-log D(G(z)) (the non-saturating form) + kl_weight KL(q(z|x) || N(0, 1))."""
+def image_features(x: torch.Tensor) -> torch.Tensor:
+    """Differentiable observables of model-space images (N, H, W): (N, 4) of the visible
+    energy, the peak pixel and the centre of gravity in x (axis 1) and y (axis 2), pixels."""
+    h, w = x.shape[1:]
+    total = x.sum(dim=(1, 2))
+    safe = total.clamp_min(torch.finfo(x.dtype).tiny)
+    cog_x = x.sum(dim=2) @ torch.arange(h, dtype=x.dtype, device=x.device) / safe
+    cog_y = x.sum(dim=1) @ torch.arange(w, dtype=x.dtype, device=x.device) / safe
+    return torch.stack([total, x.flatten(1).amax(dim=1), cog_x, cog_y], dim=1)
+
+
+def mmd(sample: torch.Tensor, reference: torch.Tensor, bandwidths: tuple[float, ...]) -> torch.Tensor:
+    """Squared maximum mean discrepancy (the biased V-statistic) of two sets of d-dimensional
+    points with a sum of Gaussian kernels exp(-|a - b|^2 / (2 d h^2)), h in ``bandwidths``,
+    after standardising both by the reference's mean and standard deviation (a constant
+    feature of the reference is left unscaled)."""
+    ref = reference.detach()
+    mean, std = ref.mean(dim=0), ref.std(dim=0)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    a, b = (sample - mean) / std, (ref - mean) / std
+    d = a.shape[1]
+    dist = [torch.cdist(a, a).pow(2), torch.cdist(b, b).pow(2), torch.cdist(a, b).pow(2)]
+    out = a.new_zeros(())
+    for h in bandwidths:
+        k_aa, k_bb, k_ab = (torch.exp(-m / (2.0 * d * h * h)).mean() for m in dist)
+        out = out + k_aa + k_bb - 2.0 * k_ab
+    return out
+
+
+def reconstruction_term(model: VAEGAN, x: torch.Tensor, x_rec: torch.Tensor) -> torch.Tensor:
+    """reconstruction_weight x the L1 distance of the network views, summed over the pixels,
+    mean over the batch."""
+    diff = model.network_view(x_rec) - model.network_view(x)
+    return model.cfg.reconstruction_weight * diff.abs().sum(dim=(1, 2, 3)).mean()
+
+
+def reconstruction_loss(model: VAEGAN, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The ``reconstruction`` phase: :func:`reconstruction_term` + kl_weight KL (a plain VAE
+    on the network views; no discriminator, no prior samples)."""
     x_rec, mu, logvar = model.reconstruct(x)
-    f = model.discriminate(x_rec, x)
     terms = {
-        "gan": F.binary_cross_entropy_with_logits(f, torch.ones_like(f)),
+        "reconstruction": reconstruction_term(model, x, x_rec),
         "kl": model.cfg.kl_weight * kl_standard_normal(mu, logvar),
     }
-    terms["total"] = terms["gan"] + terms["kl"]
+    terms["total"] = terms["reconstruction"] + terms["kl"]
+    return terms
+
+
+def generator_loss(model: VAEGAN, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The encoder/generator loss: adversarial_weight x -log D(G(z)) (the non-saturating form)
+    + kl_weight KL(q(z|x) || N(0, 1)) (the paper: these two), + reconstruction_weight x the L1
+    distance of the network views, + mmd_weight x the MMD of the observables
+    (:func:`image_features`) of as many prior samples as ``x`` holds to those of ``x``, +
+    mmd_pixel_weight x the same for their ``mmd_pixels`` largest network-view pixels, sorted.
+    Terms of weight 0 are not computed."""
+    cfg = model.cfg
+    x_rec, mu, logvar = model.reconstruct(x)
+    terms = {"kl": cfg.kl_weight * kl_standard_normal(mu, logvar)}
+    if cfg.adversarial_weight > 0:
+        f = model.discriminate(x_rec, x)
+        terms["gan"] = cfg.adversarial_weight * F.binary_cross_entropy_with_logits(f, torch.ones_like(f))
+    if cfg.reconstruction_weight > 0:
+        terms["reconstruction"] = reconstruction_term(model, x, x_rec)
+    if cfg.mmd_weight > 0 or cfg.mmd_pixel_weight > 0:
+        g = model.decode(torch.randn(len(x), cfg.latent_dim, device=x.device, dtype=mu.dtype))
+        if cfg.mmd_weight > 0:
+            terms["mmd"] = cfg.mmd_weight * mmd(image_features(g), image_features(x), cfg.mmd_bandwidths)
+        if cfg.mmd_pixel_weight > 0:
+            k = cfg.mmd_pixels
+            top_g, top_x = (model.network_view(v).flatten(1).topk(k, dim=1).values for v in (g, x))
+            terms["mmd_pixels"] = cfg.mmd_pixel_weight * mmd(top_g, top_x, cfg.mmd_bandwidths)
+    terms["total"] = torch.stack(list(terms.values())).sum()
     return terms
 
 
@@ -273,6 +362,7 @@ class VAEGANFamily(ModelFamily):
     architecture: ClassVar[type] = VAEGANConfig
     training: ClassVar[type] = VAEGANTrain
     selection_scores: ClassVar[tuple[str, ...]] = ("observables_jsd",)
+    phases: ClassVar[tuple[str, ...]] = PHASES
     train_threads: ClassVar[int] = 1  # a small network: one thread per training, trainings side by side
 
     def check_config(self, arch: VAEGANConfig, stages, generation) -> None:
@@ -280,6 +370,11 @@ class VAEGANFamily(ModelFamily):
         from calofast.geometry import get_geometry
 
         for where, prep in stages:
+            if self.phase_of(prep.get("phase")) == "reconstruction" and arch.reconstruction_weight <= 0:
+                raise ModelConfigError(
+                    f"{where}.phase: reconstruction trains on architecture.reconstruction_weight, which is 0 "
+                    "(set it > 0, e.g. 1)"
+                )
             try:
                 shape = pooled_shape(get_geometry(prep["geometry"]).cell_shape, prep.get("pool"))
             except (KeyError, ValueError) as err:
@@ -303,12 +398,33 @@ class VAEGANFamily(ModelFamily):
         }
 
     def batches_per_step(self, model: VAEGAN) -> int:
-        return int(model.cfg.n_discriminator)
+        return int(model.cfg.n_discriminator) if self._adversarial(model) else 1
+
+    @staticmethod
+    def _adversarial(model: VAEGAN) -> bool:
+        return model.phase == "vaegan" and model.cfg.adversarial_weight > 0
+
+    def enter_phase(self, model: VAEGAN, phase: str | None) -> None:
+        model.phase = self.phase_of(phase)
+
+    def phase_settings(self, phase, architecture, train):
+        """A ``reconstruction`` stage does not depend on the loss settings of the full phase."""
+        if self.phase_of(phase) == "reconstruction":
+            later = {"adversarial_weight", "mmd_weight", "mmd_pixel_weight", "mmd_pixels", "mmd_bandwidths"}
+            later |= {"label_smoothing", "n_discriminator"}
+            architecture = {k: v for k, v in architecture.items() if k not in later}
+        return architecture, train
 
     def train_step(self, ctx: StepContext, batches: list[Batch]) -> dict[str, torch.Tensor]:
         model = ctx.model
+        if model.phase == "reconstruction":
+            with ctx.autocast():
+                g = reconstruction_loss(model, batches[-1].x)
+            ctx.check(g, "vae")
+            ctx.step("vae", g["total"])
+            return {f"vae_{k}": v for k, v in g.items()}
         d_terms: list[dict[str, torch.Tensor]] = []
-        for b in batches:
+        for b in batches if self._adversarial(model) else []:
             with torch.no_grad(), ctx.autocast():
                 x_rec, _, _ = model.reconstruct(b.x)
             with ctx.autocast():
@@ -321,7 +437,7 @@ class VAEGANFamily(ModelFamily):
                 g = generator_loss(model, batches[-1].x)
             ctx.check(g, "vae")
             ctx.step("vae", g["total"])
-        out = {f"discriminator_{k}": torch.stack([d[k] for d in d_terms]).mean() for k in d_terms[0]}
+        out = {f"discriminator_{k}": torch.stack([d[k] for d in d_terms]).mean() for k in d_terms[0]} if d_terms else {}
         return out | {f"vae_{k}": v for k, v in g.items()}
 
     def latent_dim(self, model: VAEGAN) -> int:

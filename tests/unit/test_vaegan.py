@@ -20,7 +20,15 @@ from calofast.data.preprocess import run_preprocessing
 from calofast.data.subsets import disjoint_subsets, write_training_set
 from calofast.models import ModelConfigError, get_family
 from calofast.models.layers import LocallyConnected2d
-from calofast.models.vaegan import VAEGAN, VAEGANConfig, discriminator_loss, generator_loss, kl_standard_normal
+from calofast.models.vaegan import (
+    VAEGAN,
+    VAEGANConfig,
+    discriminator_loss,
+    generator_loss,
+    image_features,
+    kl_standard_normal,
+    mmd,
+)
 from calofast.selection.select import select_epoch
 from calofast.training.checkpoints import TrainingError, candidate_checkpoints
 from calofast.training.loop import run_stage
@@ -123,6 +131,75 @@ def test_losses_kl_label_smoothing_and_non_saturating_form():
     g = generator_loss(model, x)
     assert set(g) == {"gan", "kl", "total"} and g["total"].item() == pytest.approx((g["gan"] + g["kl"]).item())
     assert g["gan"].item() > 0 and g["kl"].item() >= 0
+
+
+def test_image_features_match_the_study_observables_and_carry_gradients():
+    rng = np.random.default_rng(3)
+    images = rng.exponential(20.0, size=(7, 10, 10)) * (rng.random((7, 10, 10)) < 0.6)
+    obs = image_observables(images, pixel_cut_mev=0.0, e_pixel_cut_mev=0.0)
+    x = torch.tensor(images, requires_grad=True)
+    f = image_features(x)
+    for i, key in enumerate(("e_vis", "e_peak", "cog_x", "cog_y")):
+        np.testing.assert_allclose(f[:, i].detach().numpy(), obs[key], rtol=1e-12)
+    f[:, 0].sum().backward()
+    assert torch.allclose(x.grad, torch.ones_like(x))  # d E_vis / d pixel = 1
+    one = torch.zeros(1, 10, 10)
+    one[0, 2, 7] = 5.0
+    assert image_features(one).tolist() == [[5.0, 5.0, 2.0, 7.0]]
+
+
+def test_mmd_by_hand_zero_for_equal_sets_and_growing_with_the_shift():
+    a, b = torch.tensor([[0.0], [1.0]]), torch.tensor([[0.0], [2.0]])
+    # standardised by b (mean 1, std sqrt 2): a -> (-1, 0) / sqrt 2, b -> (-1, 1) / sqrt 2
+    az, bz = (a - 1) / 2**0.5, (b - 1) / 2**0.5
+
+    def k(u, v, h):
+        return torch.exp(-((u - v.T) ** 2) / (2 * h * h)).mean()
+
+    expected = sum(k(az, az, h) + k(bz, bz, h) - 2 * k(az, bz, h) for h in (0.5, 1.0))
+    assert mmd(a, b, (0.5, 1.0)).item() == pytest.approx(expected.item(), rel=1e-6)
+    ref = torch.randn(300, 3, generator=torch.Generator().manual_seed(1))
+    assert mmd(ref, ref, (0.1, 1.0)).item() == pytest.approx(0.0, abs=1e-6)
+    shifts = [mmd(ref + s, ref, (0.1, 0.5, 1.0)).item() for s in (0.1, 0.5, 2.0)]
+    assert 0 < shifts[0] < shifts[1] < shifts[2]
+    # standardised: the same shift in units of the reference's spread gives the same value
+    assert mmd(10 * ref + 5.0, 10 * ref, (0.5,)).item() == pytest.approx(mmd(ref + 0.5, ref, (0.5,)).item(), rel=1e-5)
+    const = torch.ones(5, 2)  # a constant reference feature is left unscaled, not divided by 0
+    assert torch.isfinite(mmd(const + 1.0, const, (1.0,)))
+
+
+def test_recipe_terms_weights_and_no_discriminator_without_the_adversarial_term():
+    torch.manual_seed(4)
+    cfg = {**TINY, "adversarial_weight": 0.0, "reconstruction_weight": 2.0, "mmd_weight": 3.0, "mmd_pixel_weight": 5.0}
+    model = VAEGAN(VAEGANConfig(**cfg, mmd_pixels=7)).eval()
+    x = torch.rand(6, 10, 10) * 30
+    torch.manual_seed(5)
+    g = generator_loss(model, x)
+    assert set(g) == {"kl", "reconstruction", "mmd", "mmd_pixels", "total"}
+    assert g["total"].item() == pytest.approx(sum(g[k].item() for k in g if k != "total"), rel=1e-6)
+    # the same draws by hand: z of q(z|x), then the prior samples of the MMD terms
+    torch.manual_seed(5)
+    rec, _, _ = model.reconstruct(x)
+    prior = model.decode(torch.randn(6, 4))
+    l1 = (model.network_view(rec) - model.network_view(x)).abs().sum(dim=(1, 2, 3)).mean()
+    assert g["reconstruction"].item() == pytest.approx(2.0 * l1.item(), rel=1e-5)
+    assert g["mmd"].item() == pytest.approx(
+        3.0 * mmd(image_features(prior), image_features(x), (0.05, 0.1, 0.2, 0.5, 1.0)).item(), rel=1e-5
+    )
+    top = [model.network_view(v).flatten(1).topk(7, dim=1).values for v in (prior, x)]
+    assert g["mmd_pixels"].item() == pytest.approx(5.0 * mmd(*top, (0.05, 0.1, 0.2, 0.5, 1.0)).item(), rel=1e-5)
+    family = get_family("vaegan")
+    assert family.batches_per_step(model) == 1
+    assert family.batches_per_step(VAEGAN(VAEGANConfig(**TINY))) == 2
+    for bad, match in (
+        ({"adversarial_weight": 0.0}, "at least one > 0"),
+        ({"mmd_weight": -1.0}, "mmd_weight"),
+        ({"mmd_pixels": 101}, "mmd_pixels 101"),
+        ({"mmd_bandwidths": []}, "mmd_bandwidths"),
+        ({"mmd_bandwidths": [0.1, 0.0]}, "mmd_bandwidths"),
+    ):
+        with pytest.raises(ModelConfigError, match=match):
+            family.make_architecture({**TINY, **bad})
 
 
 def test_config_check_names_the_image_shape():
@@ -241,6 +318,80 @@ def test_vaegan_trains_two_discriminator_steps_per_update_and_generates_images(p
     assert family.batches_per_step(model) == 2
     out = family.generation_network(model.eval())(family.network_input(model, torch.randn(3, 4), {}))
     assert out.shape == (3, 10, 10) and (out >= 0).all()
+
+
+def test_the_recipe_trains_without_touching_the_discriminator(pooled, tmp_path):
+    recipe = {"adversarial_weight": 0.0, "reconstruction_weight": 1.0, "mmd_weight": 10.0, "mmd_pixel_weight": 10.0}
+    ck = tmp_path / "seed-1" / "checkpoints"
+    spec = {
+        "model_name": "vaegan",
+        "model_type": "vaegan",
+        "stage": "all",
+        "stage_index": 0,
+        "epochs": 2,
+        "model": {**TINY, **recipe},
+        "train": {"batch_size": 10, "steps_per_epoch": 3, "threads": 1, "seed": 1, "lr": 1e-3},
+        "data": {"train": str(pooled["train"])},
+        "checkpoint_dir": str(ck),
+        "summary": str(ck.parent / "training.json"),
+        "keep_last": 2,
+    }
+    run_stage(spec)
+    hist = json.loads((ck.parent / "training.json").read_text())["history"][-1]
+    assert {"vae_reconstruction", "vae_mmd", "vae_mmd_pixels", "vae_kl", "vae_total"} <= set(hist)
+    assert not any(k.startswith("discriminator_") for k in hist)
+    first, last = (torch.load(ck / f"epoch-000{e}.pt", weights_only=False)["model"] for e in (1, 2))
+    disc = [k for k in first if k.startswith("discriminator.")]
+    assert disc and all(torch.equal(first[k], last[k]) for k in disc)  # never updated
+    assert not torch.equal(first["generator.dense.weight"], last["generator.dense.weight"])
+
+
+def test_reconstruction_phase_then_the_full_loss_from_its_weights(pooled, tmp_path):
+    family = get_family("vaegan")
+    recipe = {**TINY, "reconstruction_weight": 1.0, "mmd_weight": 10.0, "mmd_pixel_weight": 10.0}
+    model = family.build(family.make_architecture(recipe))
+    family.enter_phase(model, "reconstruction")
+    assert model.phase == "reconstruction" and family.batches_per_step(model) == 1
+    family.enter_phase(model, None)
+    assert model.phase == "vaegan" and family.batches_per_step(model) == 2
+    arch, _ = family.phase_settings("reconstruction", recipe, {})
+    assert "mmd_weight" not in arch and arch["reconstruction_weight"] == 1.0
+    assert family.phase_settings(None, recipe, {})[0] == recipe
+    with pytest.raises(ModelConfigError, match=r"stages\[0\].phase: reconstruction.*reconstruction_weight"):
+        family.check_config(
+            family.make_architecture(TINY),
+            [
+                (
+                    "models.v.stages[0]",
+                    {"name": "p", "geometry": "ild_siw_ecal", "pool": [3, 30, 3], "phase": "reconstruction"},
+                )
+            ],
+            {},
+        )
+    summaries = []
+    for i, (stage, phase) in enumerate((("ae", "reconstruction"), ("full", None))):
+        ck = tmp_path / stage / "checkpoints"
+        spec = {
+            "model_name": "vaegan",
+            "model_type": "vaegan",
+            "stage": stage,
+            "stage_index": i,
+            "phase": phase,
+            "epochs": 1,
+            "model": recipe,
+            "train": {"batch_size": 10, "steps_per_epoch": 2, "threads": 1, "seed": 1, "lr": 1e-3},
+            "data": {"train": str(pooled["train"])},
+            "checkpoint_dir": str(ck),
+            "summary": str(ck.parent / "training.json"),
+            "keep_last": 1,
+        }
+        if i:
+            spec["init_checkpoint"] = str(tmp_path / "ae" / "checkpoints" / "epoch-0001.pt")
+        run_stage(spec)
+        summaries.append(json.loads((ck.parent / "training.json").read_text())["history"][-1])
+    assert {k for k in summaries[0] if k.startswith("vae_")} == {"vae_reconstruction", "vae_kl", "vae_total"}
+    assert not any(k.startswith("discriminator_") for k in summaries[0])
+    assert {"vae_mmd", "vae_mmd_pixels", "vae_gan", "discriminator_real"} <= set(summaries[1])
 
 
 def test_start_epoch_candidates_and_the_observables_selection(pooled, trainings, tmp_path):
