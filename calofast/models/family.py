@@ -51,7 +51,7 @@ class TrainSettings:
 
     batch_size: int = 64
     lr: float = 1e-3
-    steps_per_epoch: int | None = None  # None: the whole training split each epoch
+    steps_per_epoch: int | None = None  # None: one pass over the training split; more: further passes
     block_size: int = 1024  # showers read and shuffled together (memory bound)
     seed: int = 1
     device: str = "auto"  # auto | cpu | cuda

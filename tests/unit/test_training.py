@@ -181,6 +181,33 @@ def test_batches_are_seeded_and_sharded(prep):
         ShowerBatches(path, 1000, 1000, 1, 0)
 
 
+def test_an_epoch_of_several_passes(tmp_path):
+    """max_batches (train.steps_per_epoch) above one pass runs further passes, each a new
+    shuffle covering every row once; its first pass is the one-pass epoch; ranks stay equal."""
+    import h5py
+
+    path = tmp_path / "rows.h5"
+    with h5py.File(path, "w") as f:  # 33 rows: row i holds i (x) and i GeV (energy)
+        f["x"] = np.arange(33, dtype=np.float32)[:, None, None] * np.ones((1, 2, 2), np.float32)
+        f["energy"] = np.arange(33, dtype=np.float32) * 1e3
+    one = [e for _, e, _ in ShowerBatches(path, 5, 10, seed=3, epoch=2)]
+    assert len(one) == 6  # blocks 10, 10, 10, 3: two batches of 5 in each full block
+    many = ShowerBatches(path, 5, 10, seed=3, epoch=2, max_batches=15)
+    got = [e for _, e, _ in many]
+    assert len(many) == len(got) == 15
+    assert all(torch.equal(a, b) for a, b in zip(one, got[:6]))  # pass 0 unchanged
+    for k in (0, 1):  # every full pass: 30 distinct rows of the 33
+        assert len(set(torch.cat(got[6 * k : 6 * k + 6]).tolist())) == 30
+    assert torch.cat(got[:6]).tolist() != torch.cat(got[6:12]).tolist()  # reshuffled
+    again = [e for _, e, _ in ShowerBatches(path, 5, 10, seed=3, epoch=2, max_batches=15)]
+    assert all(torch.equal(a, b) for a, b in zip(got, again))
+    fewer = [e for _, e, _ in ShowerBatches(path, 5, 10, seed=3, epoch=2, max_batches=3)]
+    assert len(fewer) == 3 and all(torch.equal(a, b) for a, b in zip(one, fewer))
+    ranks = [[e for _, e, _ in ShowerBatches(path, 5, 10, 3, 2, rank=r, world=2, max_batches=9)] for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 9
+    assert not set(torch.cat(ranks[0][:2]).tolist()) & set(torch.cat(ranks[1][:2]).tolist())
+
+
 def test_ddp_on_gloo_with_two_processes(prep, tmp_path):
     """Two gloo ranks read disjoint rows (test above), hold identical weights after every
     epoch (the trainer gathers a checksum of every rank's weights and stops if they differ)
