@@ -43,6 +43,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from calofast.models.family import Batch, ModelConfigError, ModelFamily, StepContext, TrainSettings, frozen, register
+from calofast.models.gh_bibae import gaussian_mmd, sorted_spectra
 from calofast.models.layers import LocallyConnected2d, MinibatchDiscrimination
 
 
@@ -265,21 +266,16 @@ def image_features(x: torch.Tensor) -> torch.Tensor:
 
 
 def mmd(sample: torch.Tensor, reference: torch.Tensor, bandwidths: tuple[float, ...]) -> torch.Tensor:
-    """Squared maximum mean discrepancy (the biased V-statistic) of two sets of d-dimensional
-    points with a sum of Gaussian kernels exp(-|a - b|^2 / (2 d h^2)), h in ``bandwidths``,
-    after standardising both by the reference's mean and standard deviation (a constant
-    feature of the reference is left unscaled)."""
+    """Squared maximum mean discrepancy (the biased V-statistic,
+    :func:`calofast.models.gh_bibae.gaussian_mmd`) of two sets of d-dimensional points with a sum
+    of Gaussian kernels exp(-|a - b|^2 / (2 d h^2)), h in ``bandwidths``, after standardising both
+    by the reference's mean and standard deviation (a constant feature of the reference is left
+    unscaled)."""
     ref = reference.detach()
     mean, std = ref.mean(dim=0), ref.std(dim=0)
     std = torch.where(std > 0, std, torch.ones_like(std))
-    a, b = (sample - mean) / std, (ref - mean) / std
-    d = a.shape[1]
-    dist = [torch.cdist(a, a).pow(2), torch.cdist(b, b).pow(2), torch.cdist(a, b).pow(2)]
-    out = a.new_zeros(())
-    for h in bandwidths:
-        k_aa, k_bb, k_ab = (torch.exp(-m / (2.0 * d * h * h)).mean() for m in dist)
-        out = out + k_aa + k_bb - 2.0 * k_ab
-    return out
+    d = sample.shape[1]
+    return gaussian_mmd((sample - mean) / std, (ref - mean) / std, tuple(1.0 / (2.0 * d * h * h) for h in bandwidths))
 
 
 def reconstruction_term(model: VAEGAN, x: torch.Tensor, x_rec: torch.Tensor) -> torch.Tensor:
@@ -321,8 +317,7 @@ def generator_loss(model: VAEGAN, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if cfg.mmd_weight > 0:
             terms["mmd"] = cfg.mmd_weight * mmd(image_features(g), image_features(x), cfg.mmd_bandwidths)
         if cfg.mmd_pixel_weight > 0:
-            k = cfg.mmd_pixels
-            top_g, top_x = (model.network_view(v).flatten(1).topk(k, dim=1).values for v in (g, x))
+            top_g, top_x = (sorted_spectra(model.network_view(v), cfg.mmd_pixels) for v in (g, x))
             terms["mmd_pixels"] = cfg.mmd_pixel_weight * mmd(top_g, top_x, cfg.mmd_bandwidths)
     terms["total"] = torch.stack(list(terms.values())).sum()
     return terms

@@ -57,16 +57,15 @@ class ShowerBatches(IterableDataset):
         self.fill = {k: v for k, v in columns.items() if k not in self.read and v is not None}
         self.block = max(self.batch, (int(block_size) // self.batch) * self.batch)
         self.starts = np.arange(0, self.n, self.block)
-        self.order = self._rng(0).permutation(self.starts)
-        self.per_pass = self._per_rank(self.order)
-        if self.per_pass == 0:
+        per_pass = self._per_rank(self._rng(0).permutation(self.starts))
+        if per_pass == 0:
             raise TrainingError(
                 f"{path}: {self.n} showers give no full batch of {self.batch}"
                 + (f" per process (x{world})" if world > 1 else "")
                 + "; lower train.batch_size or add showers"
             )
         # one pass, fewer batches when max_batches is smaller, more passes when it is larger
-        self.n_batches = self.per_pass if max_batches is None else int(max_batches)
+        self.n_batches = per_pass if max_batches is None else int(max_batches)
 
     def _rng(self, p: int) -> np.random.Generator:
         """The generator of pass ``p`` of the epoch (pass 0 as before multi-pass epochs)."""
@@ -87,7 +86,7 @@ class ShowerBatches(IterableDataset):
         with h5py.File(self.path, "r") as f:
             while done < self.n_batches:
                 rng = self._rng(p)
-                order = rng.permutation(self.starts)  # the block order (self.order in pass 0)
+                order = rng.permutation(self.starts)  # the block order of this pass
                 limit = done + min(self._per_rank(order), self.n_batches - done)  # the same on every rank
                 mine = 0
                 for j, start in enumerate(order):
